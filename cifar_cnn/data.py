@@ -1,0 +1,305 @@
+"""CIFAR-10 as uint8 tensors on the training device, normalised to [-0.5, 0.5] per batch.
+
+Images are decoded once (and cached next to the data), kept as one uint8 NHWC tensor on the
+device, and batches are sliced from it: no per-sample Python work and no DataLoader workers,
+which on a 2-core CPU only compete with the compute threads.
+"""
+
+import hashlib
+import logging
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from cifar_cnn.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+SOURCES = ("cifar10", "folder", "synthetic")
+BATCHES_DIR = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCHES = ("test_batch",)
+CACHE_NAME = "cifar_cnn_uint8.pt"
+CACHE_VERSION = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The fixed class-mixed order in which folder and synthetic training images are stored:
+# without shuffling, class-sorted images leave the network at chance (PITFALLS.md).
+STORAGE_ORDER_SEED = 0
+
+Arrays = dict[str, Tensor]  # train_x, train_y, test_x, test_y; images uint8 (N, 32, 32, 3)
+
+
+def normalise(images: Tensor) -> Tensor:
+    """uint8 (N, H, W, C) images to float (N, C, H, W) in [-0.5, 0.5], as the study does.
+
+    The result is a channels_last view of NHWC storage, which is the faster layout on CPU.
+    """
+    return images.permute(0, 3, 1, 2).float().div_(255).sub_(0.5)
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> Tensor | None:
+    """The training order of one epoch: None (stored order) or a permutation from (seed, epoch).
+
+    Deriving it from (seed, epoch) alone makes it reproducible and lets a resumed run continue
+    with exactly the order an uninterrupted run would have used.
+    """
+    if not shuffle:
+        return None
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_samples, generator=generator)
+
+
+class TensorBatches:
+    """An iterable of normalised (images, labels) batches sliced from device-resident tensors."""
+
+    def __init__(
+        self, images: Tensor, labels: Tensor, batch_size: int,
+        order: Callable[[], Tensor | None] = lambda: None,
+    ):
+        self.images, self.labels, self.batch_size, self.order = images, labels, batch_size, order
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = self.order()
+        images, labels = self.images, self.labels
+        if order is not None:
+            order = order.to(images.device)
+            images, labels = images[order], labels[order]
+        for start in range(0, len(labels), self.batch_size):
+            stop = start + self.batch_size
+            yield normalise(images[start:stop]), labels[start:stop]
+
+
+def synthetic_arrays(train_size: int, test_size: int, noise: float = 48.0) -> Arrays:
+    """A deterministic, learnable CIFAR-shaped set: a smooth pattern per class plus noise."""
+    generator = torch.Generator().manual_seed(STORAGE_ORDER_SEED)
+    coarse = torch.randint(0, 2, (len(CLASSES), 3, 4, 4), generator=generator).float() * 255
+    patterns = torch.nn.functional.interpolate(coarse, size=32, mode="bilinear")
+
+    def make(size: int) -> tuple[Tensor, Tensor]:
+        labels = torch.arange(size) % len(CLASSES)
+        labels = labels[torch.randperm(size, generator=generator)]
+        images = patterns[labels] + noise * torch.randn(size, 3, 32, 32, generator=generator)
+        images = images.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return images.contiguous(), labels
+
+    train_x, train_y = make(train_size)
+    test_x, test_y = make(test_size)
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+def _read_pickle_batches(directory: Path, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+    images, labels = [], []
+    for name in names:
+        path = directory / name
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            data = torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+            images.append(data.permute(0, 2, 3, 1))
+            labels.append(torch.as_tensor(batch["labels"], dtype=torch.long))
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, RuntimeError) as e:
+            raise DataError(
+                f"CIFAR-10 batch file {path} is unreadable or truncated ({type(e).__name__}: {e}); "
+                f"delete {directory} and put a fresh copy of cifar-10-python.tar.gz in "
+                f"{directory.parent} (or set data.download=true)"
+            ) from e
+    return torch.cat(images).contiguous(), torch.cat(labels)
+
+
+def _cifar10_directory(root: Path, download: bool) -> Path:
+    directory = root / BATCHES_DIR
+    expected = TRAIN_BATCHES + TEST_BATCHES
+    missing = [n for n in expected if not (directory / n).is_file()]
+    if missing and download:
+        from torchvision.datasets import CIFAR10
+
+        try:
+            CIFAR10(str(root), train=True, download=True)
+        except Exception as e:
+            raise DataError(
+                f"downloading CIFAR-10 into {root} failed ({type(e).__name__}: {e}). Put "
+                f"cifar-10-python.tar.gz in {root} (it is extracted there), or its extracted "
+                f"{BATCHES_DIR}/ folder; or use an image-folder copy with "
+                "data.source=folder data.root=DIR (DIR/train/<class>/*.png, DIR/test/<class>/*)"
+            ) from e
+        missing = [n for n in expected if not (directory / n).is_file()]
+    if missing:
+        raise DataError(
+            f"CIFAR-10 not found: {directory} lacks {', '.join(missing)}. Set data.download=true "
+            f"to download it, put cifar-10-python.tar.gz or its extracted {BATCHES_DIR}/ in "
+            f"{root}, or use an image-folder copy with data.source=folder data.root=DIR"
+        )
+    return directory
+
+
+def _folder_files(root: Path, split: str) -> list[tuple[Path, int]]:
+    split_dir = root / split
+    missing = [c for c in CLASSES if not (split_dir / c).is_dir()]
+    if missing:
+        raise DataError(
+            f"image folder {split_dir} lacks the class folders {', '.join(missing)}; the folder "
+            f"source expects DATA_ROOT/{{train,test}}/<class>/*.png|jpg with the classes "
+            f"{', '.join(CLASSES)}"
+        )
+    return [
+        (path, label)
+        for label, name in enumerate(CLASSES)
+        for path in sorted((split_dir / name).iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+
+def _decode_folder(files: list[tuple[Path, int]]) -> tuple[Tensor, Tensor]:
+    from torchvision.io import decode_image, read_file
+
+    images = torch.empty(len(files), 32, 32, 3, dtype=torch.uint8)
+    for i, (path, _) in enumerate(files):
+        try:
+            image = decode_image(read_file(str(path)))
+        except RuntimeError as e:
+            raise DataError(f"{path} is not a readable PNG or JPEG image ({e})") from e
+        if image.shape != (3, 32, 32):
+            raise DataError(
+                f"{path} is {tuple(image.shape)} (channels, height, width); every image must "
+                "be 32x32 RGB (3, 32, 32)"
+            )
+        images[i] = image.permute(1, 2, 0)
+    labels = torch.tensor([label for _, label in files], dtype=torch.long)
+    return images, labels
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    digest = hashlib.sha1(str(CACHE_VERSION).encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _cached(cache: Path, fingerprint: str, build: Callable[[], Arrays]) -> Arrays:
+    """Load arrays from `cache` when it matches `fingerprint`, else build and (try to) save them."""
+    if cache.is_file():
+        try:
+            stored = torch.load(cache, weights_only=True)
+            if stored.get("fingerprint") == fingerprint:
+                return stored["arrays"]
+            log.info("data cache %s is out of date; rebuilding it", cache)
+        except Exception as e:
+            log.warning("data cache %s is corrupt (%s); rebuilding it", cache, e)
+    arrays = build()
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({"fingerprint": fingerprint, "arrays": arrays}, tmp)
+        os.replace(tmp, cache)  # atomic: concurrent sweep jobs never read a half-written cache
+        log.info("cached decoded images in %s", cache)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log.warning("could not write data cache %s (%s); decoding again next time", cache, e)
+    return arrays
+
+
+def load_arrays(
+    source: str, root: str | Path, download: bool = False,
+    synthetic_train_size: int = 4000, synthetic_test_size: int = 1000,
+) -> Arrays:
+    """Decoded CIFAR-10 from `source` as uint8 NHWC images and int64 labels."""
+    if source == "synthetic":
+        return synthetic_arrays(synthetic_train_size, synthetic_test_size)
+    root = Path(root).expanduser()
+    if source == "cifar10":
+        directory = _cifar10_directory(root, download)
+        paths = [directory / n for n in TRAIN_BATCHES + TEST_BATCHES]
+
+        def build() -> Arrays:
+            train_x, train_y = _read_pickle_batches(directory, TRAIN_BATCHES)
+            test_x, test_y = _read_pickle_batches(directory, TEST_BATCHES)
+            return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+        return _cached(directory / CACHE_NAME, _fingerprint(paths), build)
+    if source == "folder":
+        if not root.is_dir():
+            raise DataError(
+                f"data.root={root} does not exist; the folder source expects "
+                "DATA_ROOT/{train,test}/<class>/*.png|jpg"
+            )
+        train_files, test_files = _folder_files(root, "train"), _folder_files(root, "test")
+
+        def build() -> Arrays:
+            log.info("decoding %d images from %s (once; cached)", len(train_files) + len(
+                test_files), root)
+            train_x, train_y = _decode_folder(train_files)
+            mixed = torch.randperm(len(train_y),
+                                   generator=torch.Generator().manual_seed(STORAGE_ORDER_SEED))
+            test_x, test_y = _decode_folder(test_files)
+            return {"train_x": train_x[mixed].contiguous(), "train_y": train_y[mixed],
+                    "test_x": test_x, "test_y": test_y}
+
+        paths = [p for p, _ in train_files + test_files]
+        return _cached(root / CACHE_NAME, _fingerprint(paths), build)
+    raise DataError(f"data.source={source!r} is unknown; use one of {', '.join(SOURCES)}")
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 (or a folder copy, or synthetic data) held on the training device.
+
+    Training batches come in the stored (class-mixed) order every epoch, or, with
+    `shuffle=True`, in a fresh permutation per epoch derived from `seed` and the epoch.
+    The test set is what the study evaluates; it serves both validation and test.
+    """
+
+    def __init__(
+        self,
+        source: str = "cifar10",
+        root: str = "data",
+        download: bool = False,
+        batch_size: int = 64,
+        eval_batch_size: int = 250,
+        shuffle: bool = False,
+        seed: int = 0,
+        synthetic_train_size: int = 4000,
+        synthetic_test_size: int = 1000,
+    ):
+        super().__init__()
+        self.source, self.root, self.download = source, root, download
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.shuffle, self.seed = shuffle, seed
+        self.synthetic_sizes = (synthetic_train_size, synthetic_test_size)
+        self.arrays: Arrays | None = None
+
+    def prepare_data(self) -> None:
+        if self.source == "cifar10":
+            _cifar10_directory(Path(self.root).expanduser(), self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.arrays is not None:
+            return
+        arrays = load_arrays(self.source, self.root, self.download, *self.synthetic_sizes)
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        self.arrays = {k: v.to(device) for k, v in arrays.items()}
+
+    def current_epoch(self) -> int:
+        """The epoch being trained (0 outside a Trainer)."""
+        return self.trainer.current_epoch if self.trainer else 0
+
+    def train_dataloader(self) -> TensorBatches:
+        n = len(self.arrays["train_y"])
+        return TensorBatches(
+            self.arrays["train_x"], self.arrays["train_y"], self.batch_size,
+            order=lambda: epoch_order(n, self.seed, self.current_epoch(), self.shuffle),
+        )
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.arrays["test_x"], self.arrays["test_y"], self.eval_batch_size)
+
+    test_dataloader = val_dataloader

@@ -1,0 +1,24 @@
+"""Exceptions that carry a message meant for the user, not a traceback."""
+
+
+class UserError(Exception):
+    """Bad input found before or during a run: the message says what was wrong and how to fix it."""
+
+
+class ConfigError(UserError):
+    """A configuration value that cannot work."""
+
+
+class DataError(UserError):
+    """Data that is missing, corrupt or of the wrong shape."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(
+            f"training loss became {loss} in epoch {epoch}; the run stopped. "
+            "Lower optimizer.lr or enable model.batch_norm to make training stable."
+        )
+        self.epoch = epoch

@@ -1,0 +1,159 @@
+"""The LightningModule: cross-entropy training of the CNN, recall metrics on the device."""
+
+import math
+import time
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from cifar_cnn.data import CLASSES
+from cifar_cnn.errors import TrainingDiverged
+from cifar_cnn.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
+from cifar_cnn.plots import confusion_matrix_figure
+
+class CIFARClassifier(L.LightningModule):
+    """Trains `net` with cross-entropy; evaluates macro top-1 recall on the test set.
+
+    Per step it only does arithmetic on the device: the loss sum and the confusion matrices
+    are read once per epoch, so no step waits for the host. Per-epoch histories, the
+    training time and the RNG state travel in checkpoints, so a resumed run continues
+    exactly where it stopped.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
+        run_config: dict | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net, self.optimizer_factory = net, optimizer
+        self.channels_last, self.compile_net = channels_last, compile
+        self.eval_confmat = ConfusionMatrix(len(CLASSES))
+        self.register_buffer("loss_sum", torch.zeros(()), persistent=False)
+        self.register_buffer("loss_batches", torch.zeros((), dtype=torch.long), persistent=False)
+        self.train_loss_per_epoch: list[float] = []
+        self.test_recall_per_epoch: list[float] = []
+        self.test_recall_epochs: list[int] = []
+        self.train_seconds = 0.0
+        self.test_results: dict = {}
+        self._epoch_started: float | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile_net:
+            self.net.compile()
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())
+
+    # --- training -------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_train_epoch_start(self) -> None:
+        self.loss_sum.zero_()
+        self.loss_batches.zero_()
+        self._sync()
+        self._epoch_started = time.perf_counter()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        loss = F.cross_entropy(self(images), labels)
+        self.loss_sum += loss.detach()
+        self.loss_batches += 1
+        return loss
+
+    def _stop_train_clock(self) -> None:
+        """Add the time since the epoch started; evaluation is not training time."""
+        if self._epoch_started is not None:
+            self._sync()
+            self.train_seconds += time.perf_counter() - self._epoch_started
+            self._epoch_started = None
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_train_clock()
+        mean_loss = (self.loss_sum / self.loss_batches.clamp(min=1)).item()
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(self.current_epoch + 1, mean_loss)
+        self.train_loss_per_epoch.append(mean_loss)
+        self.log("train/loss", mean_loss, prog_bar=True)
+        self.log("train/seconds", self.train_seconds)
+
+    # --- evaluation (the test set serves as validation, as in the study) ------------------
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self.eval_confmat.update(self(images), labels)
+
+    test_step = validation_step
+
+    def on_validation_epoch_start(self) -> None:
+        self._stop_train_clock()
+        self.eval_confmat.reset()
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _epoch_recall(self) -> tuple[Tensor, float, float]:
+        matrix = self.eval_confmat.compute().cpu()
+        return matrix, macro_recall(matrix).item(), accuracy(matrix).item()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        _, recall, acc = self._epoch_recall()
+        self.test_recall_per_epoch.append(recall)
+        self.test_recall_epochs.append(self.current_epoch + 1)
+        self.log("test/recall", recall, prog_bar=True)
+        self.log("test/accuracy", acc)
+
+    def on_test_epoch_end(self) -> None:
+        matrix, recall, acc = self._epoch_recall()
+        per_class = recall_per_class(matrix).tolist()
+        self.test_results = {
+            "test_recall": recall,
+            "test_accuracy": acc,
+            "test_recall_per_class": dict(zip(CLASSES, per_class, strict=True)),
+            "confusion_matrix": matrix.tolist(),
+        }
+        self.log("test/final_recall", recall)
+        for name, value in zip(CLASSES, per_class, strict=True):
+            self.log(f"test_per_class/{name}", value)
+        if isinstance(self.logger, TensorBoardLogger):
+            figure = confusion_matrix_figure(matrix.tolist(), CLASSES)
+            self.logger.experiment.add_figure("test/confusion_matrix", figure, self.global_step)
+            plt.close(figure)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["cifar_cnn"] = {
+            "train_loss_per_epoch": self.train_loss_per_epoch,
+            "test_recall_per_epoch": self.test_recall_per_epoch,
+            "test_recall_epochs": self.test_recall_epochs,
+            "train_seconds": self.train_seconds,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("cifar_cnn", {})
+        self.train_loss_per_epoch = list(state.get("train_loss_per_epoch", []))
+        self.test_recall_per_epoch = list(state.get("test_recall_per_epoch", []))
+        self.test_recall_epochs = list(state.get("test_recall_epochs", []))
+        self.train_seconds = state.get("train_seconds", 0.0)
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])

