@@ -21,7 +21,16 @@ from cifar_cnn.errors import DataError
 log = logging.getLogger(__name__)
 
 CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 SOURCES = ("cifar10", "folder", "synthetic")
 BATCHES_DIR = "cifar-10-batches-py"
@@ -61,7 +70,10 @@ class TensorBatches:
     """An iterable of normalised (images, labels) batches sliced from device-resident tensors."""
 
     def __init__(
-        self, images: Tensor, labels: Tensor, batch_size: int,
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
         order: Callable[[], Tensor | None] = lambda: None,
     ):
         self.images, self.labels, self.batch_size, self.order = images, labels, batch_size, order
@@ -210,8 +222,11 @@ def _cached(cache: Path, fingerprint: str, build: Callable[[], Arrays]) -> Array
 
 
 def load_arrays(
-    source: str, root: str | Path, download: bool = False,
-    synthetic_train_size: int = 4000, synthetic_test_size: int = 1000,
+    source: str,
+    root: str | Path,
+    download: bool = False,
+    synthetic_train_size: int = 4000,
+    synthetic_test_size: int = 1000,
 ) -> Arrays:
     """Decoded CIFAR-10 from `source` as uint8 NHWC images and int64 labels."""
     if source == "synthetic":
@@ -236,14 +251,22 @@ def load_arrays(
         train_files, test_files = _folder_files(root, "train"), _folder_files(root, "test")
 
         def build() -> Arrays:
-            log.info("decoding %d images from %s (once; cached)", len(train_files) + len(
-                test_files), root)
+            log.info(
+                "decoding %d images from %s (once; cached)",
+                len(train_files) + len(test_files),
+                root,
+            )
             train_x, train_y = _decode_folder(train_files)
-            mixed = torch.randperm(len(train_y),
-                                   generator=torch.Generator().manual_seed(STORAGE_ORDER_SEED))
+            mixed = torch.randperm(
+                len(train_y), generator=torch.Generator().manual_seed(STORAGE_ORDER_SEED)
+            )
             test_x, test_y = _decode_folder(test_files)
-            return {"train_x": train_x[mixed].contiguous(), "train_y": train_y[mixed],
-                    "test_x": test_x, "test_y": test_y}
+            return {
+                "train_x": train_x[mixed].contiguous(),
+                "train_y": train_y[mixed],
+                "test_x": test_x,
+                "test_y": test_y,
+            }
 
         paths = [p for p, _ in train_files + test_files]
         return _cached(root / CACHE_NAME, _fingerprint(paths), build)
@@ -295,7 +318,9 @@ class CIFAR10DataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         n = len(self.arrays["train_y"])
         return TensorBatches(
-            self.arrays["train_x"], self.arrays["train_y"], self.batch_size,
+            self.arrays["train_x"],
+            self.arrays["train_y"],
+            self.batch_size,
             order=lambda: epoch_order(n, self.seed, self.current_epoch(), self.shuffle),
         )
 

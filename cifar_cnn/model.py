@@ -127,6 +127,4 @@ def layer_summary(model: nn.Sequential, image_size: int = IMAGE_SIZE) -> str:
     model.train(was_training)
     rows.append(("total trainable", "", f"{count_parameters(model):,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join(
-        f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows
-    )
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows)

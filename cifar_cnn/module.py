@@ -16,6 +16,7 @@ from cifar_cnn.errors import TrainingDiverged
 from cifar_cnn.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
 from cifar_cnn.plots import confusion_matrix_figure
 
+
 class CIFARClassifier(L.LightningModule):
     """Trains `net` with cross-entropy; evaluates macro top-1 recall on the test set.
 

@@ -25,8 +25,11 @@ def tune_malloc() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        settings = ((_M_MMAP_THRESHOLD, 32 * 2**20),  # glibc's maximum
-                    (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 512 * 2**20))
+        settings = (
+            (_M_MMAP_THRESHOLD, 32 * 2**20),  # glibc's maximum
+            (_M_TRIM_THRESHOLD, 2**31 - 1),
+            (_M_TOP_PAD, 512 * 2**20),
+        )
         return all(libc.mallopt(param, value) == 1 for param, value in settings)
     except (OSError, AttributeError):
         return False

@@ -90,7 +90,8 @@ def checkpoint_to_resume(cfg: DictConfig, run_dir: Path, run_config: dict) -> st
     ]
     if mismatches:
         raise ConfigError(
-            f"checkpoint {path} does not match this configuration: " + "; ".join(mismatches)
+            f"checkpoint {path} does not match this configuration: "
+            + "; ".join(mismatches)
             + ". Resume with the settings it was trained with, or pass resume=false (or a new "
             "hydra.run.dir) to start over"
         )
@@ -102,16 +103,23 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """The configured Trainer, with everything it writes inside the run directory."""
     callbacks = [
         ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-            every_n_epochs=cfg.checkpoint_every_n_epochs, save_on_train_epoch_end=True,
+            dirpath=run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_epochs=cfg.checkpoint_every_n_epochs,
+            save_on_train_epoch_end=True,
         )
     ]
     if cfg.progress_bar_refresh > 0:
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar_refresh))
     logger = TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)
     return instantiate(
-        cfg.trainer, default_root_dir=run_dir, logger=logger, callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=cfg.progress_bar_refresh > 0,
+        cfg.trainer,
+        default_root_dir=run_dir,
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=cfg.progress_bar_refresh > 0,
     )
 
 
@@ -134,8 +142,11 @@ def train(cfg: DictConfig) -> dict:
     net = instantiate(cfg.model)
     log.info("network (%s threads):\n%s", threads, layer_summary(net))
     module = CIFARClassifier(
-        net, instantiate(cfg.optimizer), run_config,
-        channels_last=cfg.compute.channels_last, compile=cfg.compute.compile,
+        net,
+        instantiate(cfg.optimizer),
+        run_config,
+        channels_last=cfg.compute.channels_last,
+        compile=cfg.compute.compile,
     )
     trainer = build_trainer(cfg, run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -152,27 +163,37 @@ def train(cfg: DictConfig) -> dict:
         "epochs": len(module.train_loss_per_epoch),
         "train_seconds": module.train_seconds,
         "seed": cfg.seed,
-        "data": {"source": cfg.data.source, "train_size": len(datamodule.arrays["train_y"]),
-                 "test_size": len(datamodule.arrays["test_y"])},
+        "data": {
+            "source": cfg.data.source,
+            "train_size": len(datamodule.arrays["train_y"]),
+            "test_size": len(datamodule.arrays["test_y"]),
+        },
         "device": str(module.device),
         "threads": threads,
         "wall_seconds_this_process": time.perf_counter() - started,
         "config": run_config,
     }
     write_json(finished, metrics)
-    log.info("test recall %.4f after %d epochs; wrote %s",
-             metrics["test_recall"], metrics["epochs"], finished)
+    log.info(
+        "test recall %.4f after %d epochs; wrote %s",
+        metrics["test_recall"],
+        metrics["epochs"],
+        finished,
+    )
     return metrics
 
 
 def record_failure(run_dir: Path, error: BaseException, epoch: int | None) -> None:
     """Write failed.json so that sweeps and reports see the failure, not a missing run."""
-    write_json(run_dir / FAILED_FILE, {
-        "error": f"{type(error).__name__}: {error}",
-        "epoch": epoch,
-        "overrides": list(HydraConfig.get().overrides.task),
-        "experiment": HydraConfig.get().runtime.choices.get("experiment"),
-    })
+    write_json(
+        run_dir / FAILED_FILE,
+        {
+            "error": f"{type(error).__name__}: {error}",
+            "epoch": epoch,
+            "overrides": list(HydraConfig.get().overrides.task),
+            "experiment": HydraConfig.get().runtime.choices.get("experiment"),
+        },
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -29,8 +29,9 @@ def _positive_int_list(key: str, value: object, example: str) -> list[int]:
     return list(value)
 
 
-def _number(key: str, value: object, low: float, high: float | None = None,
-            low_inclusive: bool = True) -> None:
+def _number(
+    key: str, value: object, low: float, high: float | None = None, low_inclusive: bool = True
+) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if ok:
         ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
@@ -64,7 +65,9 @@ def validate_config(cfg: DictConfig) -> None:
     _number("model.dropout", model.dropout, 0, 1)
 
     if data.source not in SOURCES:
-        raise ConfigError(f"data.source={data.source!r} is unknown; use one of {', '.join(SOURCES)}")
+        raise ConfigError(
+            f"data.source={data.source!r} is unknown; use one of {', '.join(SOURCES)}"
+        )
     for key in ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_test_size"):
         _positive_int(f"data.{key}", data[key])
 
