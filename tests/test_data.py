@@ -1,0 +1,108 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+from cifar_cnn.data import (
+    BATCHES_DIR,
+    CACHE_NAME,
+    CLASSES,
+    TEST_BATCHES,
+    TRAIN_BATCHES,
+    CIFAR10DataModule,
+    load_arrays,
+    normalise,
+    synthetic_arrays,
+)
+from cifar_cnn.errors import DataError
+
+
+def make_folder(root: Path, per_class: int = 3) -> Path:
+    """A tiny image-folder copy of CIFAR-10: root/{train,test}/<class>/NNNN.png."""
+    generator = torch.Generator().manual_seed(1)
+    for split in ("train", "test"):
+        for label, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=generator)
+                image[0, 0, 0] = label  # lets the test find each image's class again
+                write_png(image, str(root / split / name / f"{i:04d}.png"))
+    return root
+
+
+def make_pickles(root: Path, per_batch: int = 20) -> Path:
+    """CIFAR-10's python format (data: N x 3072 uint8, labels) with `per_batch` images each."""
+    directory = root / BATCHES_DIR
+    directory.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(2)
+    for name in TRAIN_BATCHES + TEST_BATCHES:
+        data = torch.randint(0, 256, (per_batch, 3072), dtype=torch.uint8, generator=generator)
+        labels = [i % 10 for i in range(per_batch)]
+        with open(directory / name, "wb") as f:
+            pickle.dump({"data": data.numpy(), "labels": labels}, f)
+    return root
+
+
+def test_normalise_is_x_over_255_minus_half_in_nchw():
+    images = (
+        torch.tensor([0, 1, 128, 255], dtype=torch.uint8).reshape(1, 1, 4, 1).repeat(1, 32, 8, 3)
+    )
+    out = normalise(images.clone())
+    assert out.dtype == torch.float32 and out.shape == (1, 3, 32, 32)
+    assert out.min().item() == -0.5 and out.max().item() == 0.5
+    assert torch.equal(out, images.permute(0, 3, 1, 2).float() / 255 - 0.5)
+
+
+def test_datamodule_batches_are_normalised_and_cover_the_set():
+    dm = CIFAR10DataModule(
+        "synthetic", batch_size=64, synthetic_train_size=300, synthetic_test_size=100
+    )
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(dm.train_dataloader()) == 5  # 4 full batches and one of 44
+    images = torch.cat([b[0] for b in batches])
+    assert images.shape == (300, 3, 32, 32) and images.dtype == torch.float32
+    assert -0.5 <= images.min() and images.max() <= 0.5
+    assert sum(len(b[1]) for b in dm.val_dataloader()) == 100
+
+
+def test_synthetic_data_is_deterministic_and_class_mixed():
+    a, b = synthetic_arrays(200, 50), synthetic_arrays(200, 50)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["train_x"].dtype == torch.uint8 and a["train_x"].shape == (200, 32, 32, 3)
+    assert len(set(a["train_y"][:20].tolist())) >= 5  # not sorted by class
+
+
+def test_folder_source_reads_images_in_a_fixed_mixed_order(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    arrays = load_arrays("folder", root)
+    assert arrays["train_x"].shape == (30, 32, 32, 3) and arrays["test_x"].shape == (30, 32, 32, 3)
+    # each image's marker pixel equals its label, so images and labels stayed together
+    assert torch.equal(arrays["train_x"][:, 0, 0, 0].long(), arrays["train_y"])
+    assert torch.equal(arrays["test_y"], torch.arange(10).repeat_interleave(3))
+    assert not torch.equal(arrays["train_y"], arrays["train_y"].sort().values)
+    assert (root / CACHE_NAME).is_file()
+    again = load_arrays("folder", root)  # from the cache
+    assert all(torch.equal(arrays[k], again[k]) for k in arrays)
+
+
+def test_cifar10_source_reads_the_python_batches(tmp_path):
+    root = make_pickles(tmp_path)
+    arrays = load_arrays("cifar10", root, download=False)
+    assert arrays["train_x"].shape == (100, 32, 32, 3) and arrays["test_y"].shape == (20,)
+    with open(root / BATCHES_DIR / "data_batch_1", "rb") as f:
+        first = pickle.load(f)["data"][0]
+    # CIFAR rows are channel planes (R then G then B); arrays are stored HWC
+    assert torch.equal(arrays["train_x"][0].permute(2, 0, 1).reshape(-1), torch.as_tensor(first))
+
+
+def test_missing_root_without_download_says_where_to_put_the_data(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError) as error:
+        load_arrays("cifar10", missing, download=False)
+    message = str(error.value)
+    assert str(missing / BATCHES_DIR) in message
+    assert "cifar-10-python.tar.gz" in message and "data.download=true" in message
+    assert "data.source=folder" in message

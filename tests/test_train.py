@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from cifar_cnn.model import count_parameters
+from conftest import CONF, FAST, compose_config, run_cli
+from test_data import make_folder
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def test_all_ten_published_runs_have_a_config():
+    assert EXPERIMENTS == sorted(
+        [
+            "default",
+            "filters",
+            "extra_fc",
+            "kernels",
+            "leaky_relu",
+            "dropout",
+            "batchnorm",
+            "big_batch",
+            "high_lr",
+            "shuffle",
+        ]
+    )
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_builds_its_model(name):
+    cfg = compose_config([f"experiment={name}"])
+    model = instantiate(cfg.model)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    instantiate(cfg.optimizer)(model.parameters())
+
+
+def test_experiments_are_diffs_against_their_parent_rows():
+    best = compose_config(["experiment=batchnorm"])
+    assert best.model.filters == "large" and best.model.activation == "leaky_relu"
+    assert best.model.dropout == 0.3 and best.model.batch_norm
+    assert list(best.model.kernel_sizes) == [5, 3, 3] and best.data.batch_size == 64
+    assert compose_config(["experiment=big_batch"]).data.batch_size == 256
+    assert compose_config(["experiment=high_lr"]).optimizer.lr == 0.1
+    assert compose_config(["experiment=shuffle"]).data.shuffle is True
+    default = compose_config(["experiment=default"])
+    assert count_parameters(instantiate(default.model)) == 256_058
+    assert default.optimizer.momentum == 0.9 and default.data.shuffle is False
+
+
+def test_training_loss_falls_and_recall_rises(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli([*FAST, "trainer.max_epochs=4", f"hydra.run.dir={run_dir}"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    losses = metrics["train_loss_per_epoch"]
+    assert len(losses) == metrics["epochs"] == 4
+    assert losses[-1] < 0.5 * losses[0]
+    assert metrics["test_recall"] > 0.5
+    assert metrics["test_recall_epochs"] == [1, 2, 3, 4]
+    assert len(metrics["test_recall_per_class"]) == 10
+    assert metrics["params"] == 256_058 and metrics["seed"] == 0
+    assert metrics["train_seconds"] > 0
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, "TensorBoard events were not written into the run directory"
+
+
+def test_two_job_multirun_writes_two_metrics_files(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        [
+            "-m",
+            "model.filters=small,large",
+            *FAST,
+            "trainer.max_epochs=1",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    written = sorted(sweep.glob("*/metrics.json"))
+    assert [p.parent.name for p in written] == [
+        "0_data.source=synthetic,data.synthetic_test_size=200,data.synthetic_train_size=512,"
+        "model.filters=small,optimizer.lr=0.05,progress_bar_refresh=0,trainer.accelerator=cpu,"
+        "trainer.max_epochs=1",
+        "1_data.source=synthetic,data.synthetic_test_size=200,data.synthetic_train_size=512,"
+        "model.filters=large,optimizer.lr=0.05,progress_bar_refresh=0,trainer.accelerator=cpu,"
+        "trainer.max_epochs=1",
+    ]
+    params = [json.loads(p.read_text())["params"] for p in written]
+    assert params[0] == 256_058 and params[1] > params[0]
+
+
+def test_data_root_is_taken_from_the_launch_directory(tmp_path):
+    make_folder(tmp_path / "imgs", per_class=2)
+    run_cli(
+        [
+            *FAST,
+            "data.source=folder",
+            "data.root=imgs",
+            "trainer.max_epochs=1",
+            "hydra.run.dir=out",
+        ],
+        cwd=tmp_path,
+    )
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["data"] == {"source": "folder", "train_size": 20, "test_size": 20}
