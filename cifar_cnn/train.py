@@ -174,6 +174,7 @@ def train(cfg: DictConfig) -> dict:
         "config": run_config,
     }
     write_json(finished, metrics)
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt of this run
     log.info(
         "test recall %.4f after %d epochs; wrote %s",
         metrics["test_recall"],
@@ -202,7 +203,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return train(cfg)["test_recall"]
-    except (Exception, KeyboardInterrupt) as e:
+    except Exception as e:
         epoch = e.epoch if isinstance(e, TrainingDiverged) else None
         record_failure(run_dir, e, epoch)
         if not isinstance(e, UserError):

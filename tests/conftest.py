@@ -33,16 +33,17 @@ def compose_config(overrides: list[str] = ()):
 
 
 def run_cli(args: list[str], cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m cifar_cnn.train ARGS` in a subprocess and return its result."""
+    """Run `python -m cifar_cnn.train ARGS`; its stdout and stderr together are in `.stdout`."""
     result = subprocess.run(
         [sys.executable, "-m", "cifar_cnn.train", *args],
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=600,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}")
     return result
 
 

@@ -1,0 +1,207 @@
+"""Bad input is refused early with a message naming the problem; no finished work is lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+from cifar_cnn.data import BATCHES_DIR, CACHE_NAME, load_arrays
+from cifar_cnn.errors import ConfigError, DataError
+from cifar_cnn.validate import validate_config
+from conftest import FAST, REPO, compose_config, run_cli
+from test_data import make_folder, make_pickles
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.filters=huge", r"model.filters='huge' is not a preset: use one of small, large"),
+        ("model.filters=[24,48]", r"model.filters \(\[24, 48\]\) and model.kernel_sizes"),
+        ("model.filters=[24,0,96]", r"model.filters=\[24, 0, 96\] contains 0"),
+        ("model.kernel_sizes=[5,3.5,3]", r"model.kernel_sizes=\[5, 3.5, 3\] contains 3.5"),
+        ("model.kernel_sizes=[9,9,9]", r"conv3 has kernel 9 but its input is only 2x2"),
+        ("model.dropout=1.0", r"model.dropout=1.0 must be a number >= 0 and < 1"),
+        ("model.dropout=-0.1", r"model.dropout=-0.1 must be a number >= 0"),
+        ("optimizer.lr=0", r"optimizer.lr=0 must be a number > 0"),
+        ("data.batch_size=0", r"data.batch_size=0 must be a positive whole number"),
+        ("data.batch_size=6.4", r"data.batch_size=6.4 must be a positive whole number"),
+        ("model.activation=tanh", r"model.activation='tanh' is unknown; use one of relu, leaky"),
+        ("data.source=imagenet", r"data.source='imagenet' is unknown; use one of cifar10, folder"),
+        ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be a positive whole number"),
+    ],
+)
+def test_impossible_config_values_are_refused_with_the_key_and_value(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_config([override]))
+
+
+def test_the_cli_explains_a_bad_value_without_a_traceback(tmp_path):
+    result = run_cli([*FAST, "model.dropout=1.5", f"hydra.run.dir={tmp_path}"], check=False)
+    assert result.returncode == 1
+    assert "model.dropout=1.5 must be a number >= 0 and < 1" in result.stdout
+    assert "Traceback" not in result.stdout
+    assert "model.dropout=1.5" in json.loads((tmp_path / "failed.json").read_text())["error"]
+
+
+def test_an_unknown_experiment_is_refused_by_hydra(tmp_path):
+    result = run_cli(["experiment=nonsense", f"hydra.run.dir={tmp_path}"], check=False)
+    assert result.returncode != 0
+    assert "nonsense" in result.stdout and "Available options" in result.stdout
+
+
+def test_a_truncated_batch_file_is_named(tmp_path):
+    root = make_pickles(tmp_path)
+    batch = root / BATCHES_DIR / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"data_batch_3 is unreadable or truncated"):
+        load_arrays("cifar10", root)
+
+
+def test_a_missing_batch_file_is_named(tmp_path):
+    root = make_pickles(tmp_path)
+    (root / BATCHES_DIR / "test_batch").unlink()
+    with pytest.raises(DataError, match=r"lacks test_batch"):
+        load_arrays("cifar10", root, download=False)
+
+
+def test_missing_class_folders_are_named(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    for name in ("cat", "dog"):
+        for path in (root / "test" / name).iterdir():
+            path.unlink()
+        (root / "test" / name).rmdir()
+    with pytest.raises(DataError, match=r"imgs/test lacks the class folders cat, dog"):
+        load_arrays("folder", root)
+
+
+def test_an_image_of_the_wrong_size_is_named(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    write_png(torch.zeros(3, 28, 28, dtype=torch.uint8), str(root / "train" / "cat" / "x.png"))
+    with pytest.raises(DataError, match=r"cat/x.png is \(3, 28, 28\).*must be 32x32 RGB"):
+        load_arrays("folder", root)
+
+
+def test_a_file_that_is_not_an_image_is_named(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    (root / "test" / "frog" / "notes.jpg").write_text("not a picture")
+    with pytest.raises(DataError, match=r"frog/notes.jpg is not a readable PNG or JPEG"):
+        load_arrays("folder", root)
+
+
+def test_a_corrupt_cache_is_rebuilt_and_reported(tmp_path, caplog):
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    expected = load_arrays("folder", root)
+    (root / CACHE_NAME).write_bytes(b"garbage")
+    with caplog.at_level("WARNING"):
+        rebuilt = load_arrays("folder", root)
+    assert "is corrupt" in caplog.text and "rebuilding" in caplog.text
+    assert all(torch.equal(expected[k], rebuilt[k]) for k in expected)
+    assert torch.load(root / CACHE_NAME, weights_only=True)["arrays"].keys() == expected.keys()
+
+
+def test_a_diverging_run_stops_and_records_the_epoch(tmp_path):
+    result = run_cli([*FAST, "optimizer.lr=1e4", f"hydra.run.dir={tmp_path}"], check=False)
+    assert result.returncode == 1
+    assert "training loss became nan in epoch 1" in result.stdout
+    failed = json.loads((tmp_path / "failed.json").read_text())
+    assert failed["epoch"] == 1 and not (tmp_path / "metrics.json").exists()
+
+
+def test_a_checkpoint_from_another_configuration_is_refused(tmp_path):
+    run_cli([*FAST, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}"])
+    (tmp_path / "metrics.json").unlink()
+    result = run_cli([*FAST, "model.filters=large", f"hydra.run.dir={tmp_path}"], check=False)
+    assert result.returncode == 1
+    assert "does not match this configuration: model:" in result.stdout
+    assert "resume=false" in result.stdout
+    run_cli([*FAST, "model.filters=large", "resume=false", f"hydra.run.dir={tmp_path}"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+
+
+# Shuffling and dropout make the exact match depend on the restored data order and RNG.
+RESUMABLE = [
+    *FAST,
+    "trainer.max_epochs=4",
+    "data.synthetic_train_size=2048",
+    "data.shuffle=true",
+    "model.dropout=0.3",
+    "compute.threads=1",
+]
+
+
+def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
+    reference = tmp_path / "reference"
+    run_cli([*RESUMABLE, f"hydra.run.dir={reference}"])
+    expected = json.loads((reference / "metrics.json").read_text())
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cifar_cnn.train", *RESUMABLE, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    while not checkpoint.exists() and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
+
+    result = run_cli([*RESUMABLE, f"hydra.run.dir={run_dir}"])
+    assert "resuming from" in result.stdout
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    for key in (
+        "train_loss_per_epoch",
+        "test_recall_per_epoch",
+        "test_recall",
+        "confusion_matrix",
+        "epochs",
+    ):
+        assert resumed[key] == expected[key], key
+
+
+def test_a_sweep_survives_a_failing_job_and_a_rerun_trains_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "model.kernel_sizes=[5,3,3],[9,9,9]",
+        *FAST,
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    first = run_cli(args, check=False)
+    assert first.returncode != 0
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert (jobs[0] / "metrics.json").is_file()
+    assert "conv3 has kernel 9" in json.loads((jobs[1] / "failed.json").read_text())["error"]
+
+    checkpoint = jobs[0] / "checkpoints" / "last.ckpt"
+    stamp = checkpoint.stat().st_mtime_ns
+    second = run_cli(args, check=False)
+    assert "this run already finished; skipping it" in second.stdout
+    assert checkpoint.stat().st_mtime_ns == stamp
+
+
+def test_an_interrupted_sweep_resumes_unfinished_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=0,1,2", *FAST, f"hydra.sweep.dir={sweep}"]
+    run_cli(args)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    finished = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    (jobs[1] / "metrics.json").unlink()  # as if killed after its last checkpoint
+    for path in (jobs[2] / "metrics.json", jobs[2] / "checkpoints" / "last.ckpt"):
+        path.unlink()  # as if never started
+    result = run_cli(args)
+    assert result.stdout.count("already finished; skipping") == 1
+    assert result.stdout.count("resuming from") == 1
+    rerun = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    for before, after in zip(finished, rerun, strict=True):
+        assert before["test_recall"] == after["test_recall"]
+        assert before["train_loss_per_epoch"] == after["train_loss_per_epoch"]
