@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -34,6 +35,9 @@ log = logging.getLogger("cifar_cnn")
 OmegaConf.register_new_resolver(
     "run_suffix", lambda overrides: f"_{overrides}" if overrides else "", replace=True
 )
+
+# Lightning 2.6 on recent torch warns about its own use of a deprecated pytree API every run.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 METRICS_FILE, FAILED_FILE, LAST_CHECKPOINT = "metrics.json", "failed.json", "checkpoints/last.ckpt"
 # Keys of the run config that must agree between a checkpoint and the run resuming from it.

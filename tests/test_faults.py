@@ -171,7 +171,7 @@ def test_a_sweep_survives_a_failing_job_and_a_rerun_trains_nothing(tmp_path):
     sweep = tmp_path / "sweep"
     args = [
         "-m",
-        "model.kernel_sizes=[5,3,3],[9,9,9]",
+        "model.kernel_sizes=[9,9,9],[5,3,3]",
         *FAST,
         "trainer.max_epochs=1",
         f"hydra.sweep.dir={sweep}",
@@ -179,10 +179,10 @@ def test_a_sweep_survives_a_failing_job_and_a_rerun_trains_nothing(tmp_path):
     first = run_cli(args, check=False)
     assert first.returncode != 0
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert (jobs[0] / "metrics.json").is_file()
-    assert "conv3 has kernel 9" in json.loads((jobs[1] / "failed.json").read_text())["error"]
+    assert "conv3 has kernel 9" in json.loads((jobs[0] / "failed.json").read_text())["error"]
+    assert (jobs[1] / "metrics.json").is_file()  # the job after the failure still ran
 
-    checkpoint = jobs[0] / "checkpoints" / "last.ckpt"
+    checkpoint = jobs[1] / "checkpoints" / "last.ckpt"
     stamp = checkpoint.stat().st_mtime_ns
     second = run_cli(args, check=False)
     assert "this run already finished; skipping it" in second.stdout
