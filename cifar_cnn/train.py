@@ -106,10 +106,13 @@ def checkpoint_to_resume(cfg: DictConfig, run_dir: Path, run_config: dict) -> st
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """The configured Trainer, with everything it writes inside the run directory."""
     callbacks = [
+        # save_top_k=1 without a monitor keeps one file, rewritten every N epochs (save_last
+        # alone only copies a checkpoint that top-k saved).
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
-            save_last=True,
-            save_top_k=0,
+            filename="last",
+            save_top_k=1,
+            enable_version_counter=False,
             every_n_epochs=cfg.checkpoint_every_n_epochs,
             save_on_train_epoch_end=True,
         )

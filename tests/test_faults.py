@@ -153,9 +153,11 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
+    epochs_done = torch.load(checkpoint, weights_only=False)["epoch"] + 1
+    assert epochs_done < 4, "the kill came after training ended; nothing left to resume"
 
     result = run_cli([*RESUMABLE, f"hydra.run.dir={run_dir}"])
-    assert "resuming from" in result.stdout
+    assert f"resuming from {checkpoint} (epoch {epochs_done} done)" in result.stdout
     resumed = json.loads((run_dir / "metrics.json").read_text())
     for key in (
         "train_loss_per_epoch",
