@@ -20,6 +20,8 @@ from cifar_cnn.plots import confusion_matrix_figure
 class CIFARClassifier(L.LightningModule):
     """Trains `net` with cross-entropy; evaluates macro top-1 recall on the test set.
 
+    `optimizer` builds the optimiser from the parameters (a Hydra `_partial_`); `run_config`,
+    the resolved run configuration, is saved as hyperparameters (TensorBoard, checkpoints).
     Per step it only does arithmetic on the device: the loss sum and the confusion matrices
     are read once per epoch, so no step waits for the host. Per-epoch histories, the
     training time and the RNG state travel in checkpoints, so a resumed run continues
@@ -37,7 +39,7 @@ class CIFARClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
         self.net, self.optimizer_factory = net, optimizer
-        self.channels_last, self.compile_net = channels_last, compile
+        self.channels_last, self.compile_net, self.compiled = channels_last, compile, False
         self.eval_confmat = ConfusionMatrix(len(CLASSES))
         self.register_buffer("loss_sum", torch.zeros(()), persistent=False)
         self.register_buffer("loss_batches", torch.zeros((), dtype=torch.long), persistent=False)
@@ -51,8 +53,9 @@ class CIFARClassifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        if self.compile_net:
+        if self.compile_net and not self.compiled:  # setup runs for fit and again for test
             self.net.compile()
+            self.compiled = True
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
