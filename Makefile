@@ -18,16 +18,19 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-## study: train every published configuration, then write the report (figures, tables)
-study: $(BIN)/.installed
-	$(BIN)/python -m cifar_cnn.train -m 'experiment=glob(*)' seed=$(SEEDS) \
-		hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
-	$(BIN)/python -m cifar_cnn.report $(SWEEP_DIR)
+GRID := $(BIN)/python -m cifar_cnn.train -m 'experiment=glob(*)' seed=$(SEEDS) \
+	hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 
-## sweep: only the training grid (the sweep directory is printed at the start)
+## study: train every published configuration, then write the report (figures, tables);
+## the report is written even when some jobs failed (it lists them), and make then fails
+study: $(BIN)/.installed
+	@echo "sweep directory: $(SWEEP_DIR)"
+	$(GRID); status=$$?; $(BIN)/python -m cifar_cnn.report $(SWEEP_DIR) && exit $$status
+
+## sweep: only the training grid
 sweep: $(BIN)/.installed
-	$(BIN)/python -m cifar_cnn.train -m 'experiment=glob(*)' seed=$(SEEDS) \
-		hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	@echo "sweep directory: $(SWEEP_DIR)"
+	$(GRID)
 
 ## report / figures: tables and PNGs for SWEEP (default: the newest sweep in outputs/multiruns)
 report figures: $(BIN)/.installed
