@@ -188,10 +188,27 @@ class _Window:
         return out
 
 
+def _timed_steps(net, optimizer, batches, window: _Window, device, record_loss) -> None:
+    """SGD steps over `batches` until the window closes; `record_loss(loss)` after each step."""
+    import torch.nn.functional as F
+
+    net.train()
+    for step, (x, y) in enumerate(batches):
+        x, y = x.to(device), y.to(device)  # a no-op for batches already on the device
+        window.before(step)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        optimizer.step()
+        record_loss(loss.detach())
+        window.after(step)
+        if step == window.last:
+            break
+
+
 def worker_study(args, device) -> dict:
     """(a) The study's pipeline: per-sample transforms through a DataLoader."""
     import torch
-    import torch.nn.functional as F
     from hydra.utils import instantiate
     from PIL import Image
     from torchvision import transforms
@@ -217,26 +234,14 @@ def worker_study(args, device) -> dict:
     net = instantiate(cfg.model).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
     window = _Window(args.warmup, args.steps, device)
-    net.train()
-    running_loss = 0.0
-    for step, (x, y) in enumerate(loader):
-        x, y = x.to(device), y.to(device)
-        window.before(step)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        optimizer.step()
-        running_loss += loss.item()
-        window.after(step)
-        if step == window.last:
-            break
+    # loss.item() every step, as PyTorch's CIFAR-10 tutorial does for its running loss
+    _timed_steps(net, optimizer, loader, window, device, lambda loss: loss.item())
     return {**window.report(), "threads": torch.get_num_threads()}
 
 
 def worker_plain(args, device) -> dict:
     """(c) A plain loop over cifar_cnn's device-resident batches, with its runtime settings."""
     import torch
-    import torch.nn.functional as F
     from hydra.utils import instantiate
 
     from cifar_cnn import runtime
@@ -257,17 +262,7 @@ def worker_plain(args, device) -> dict:
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     window = _Window(args.warmup, args.steps, device)
     loss_sum = torch.zeros((), device=device)
-    net.train()
-    for step, (x, y) in enumerate(datamodule.train_dataloader()):
-        window.before(step)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach()
-        window.after(step)
-        if step == window.last:
-            break
+    _timed_steps(net, optimizer, datamodule.train_dataloader(), window, device, loss_sum.add_)
     _ = loss_sum.item()
     return {**window.report(), "threads": threads}
 
