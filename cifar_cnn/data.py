@@ -300,10 +300,6 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.synthetic_sizes = (synthetic_train_size, synthetic_test_size)
         self.arrays: Arrays | None = None
 
-    def prepare_data(self) -> None:
-        if self.source == "cifar10":
-            _cifar10_directory(Path(self.root).expanduser(), self.download)
-
     def setup(self, stage: str | None = None) -> None:
         if self.arrays is not None:
             return
