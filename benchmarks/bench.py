@@ -11,7 +11,8 @@ ways, each in a fresh process, alternating a b c a b c ... over several rounds:
                PIL -> ToTensor -> Normalize(0.5, 1) (what torchvision's CIFAR10 dataset does),
                a torch DataLoader (num_workers=0, batch 64, no shuffling), SGD lr 0.001
                momentum 0.9, `loss.item()` per step as in PyTorch's CIFAR-10 tutorial,
-               contiguous memory format, glibc malloc defaults, torch's default threads.
+               the layers in the study's order (ReLU before max-pool), contiguous memory
+               format, glibc malloc defaults, torch's default threads.
   b  cifar_cnn the project's path as a user runs it: the real Hydra config (compose), and
                `cifar_cnn.train.train(cfg)` itself (runtime settings, CIFAR10DataModule,
                CIFARClassifier, the Trainer from `build_trainer`), with one extra callback
@@ -215,7 +216,7 @@ def worker_study(args, device) -> dict:
 
     from cifar_cnn.data import synthetic_arrays
 
-    cfg = _compose(args.model, [])
+    cfg = _compose(args.model, ["model.pool_before_relu=false"])  # the study's layer order
     torch.manual_seed(cfg.seed)
     arrays = synthetic_arrays(args.train_size, 10)
     images, labels = arrays["train_x"].numpy(), arrays["train_y"].tolist()  # uint8 HWC

@@ -81,3 +81,25 @@ def test_flatten_size_follows_the_kernels():
 def test_a_vanishing_feature_map_names_the_layer_and_sizes(kernels, message):
     with pytest.raises(ConfigError, match=message):
         CNN(kernel_sizes=kernels)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "swapped"),
+    [({}, True), ({"activation": "leaky_relu"}, False), ({"batch_norm": True}, False)],
+)
+def test_pooling_before_relu_gives_the_study_orders_values_and_gradients(kwargs, swapped):
+    nets = {}
+    for pool_first in (True, False):
+        torch.manual_seed(0)
+        nets[pool_first] = CNN(**kwargs, pool_before_relu=pool_first)
+    assert nets[False].forward_order == list(nets[False]._modules)  # the study's order
+    assert (nets[True].forward_order != nets[False].forward_order) == swapped
+    assert sorted(nets[True].forward_order) == sorted(nets[False].forward_order)
+    images = torch.randn(16, 3, 32, 32)
+    results = {}
+    for pool_first, net in nets.items():
+        logits = net(images)
+        logits.square().sum().backward()
+        results[pool_first] = [logits.detach(), *(p.grad for p in net.parameters())]
+    for fast, study in zip(results[True], results[False], strict=True):
+        assert torch.equal(fast, study)
