@@ -1,6 +1,6 @@
 """Training throughput: the study's pipeline vs cifar_cnn's training path vs a plain loop.
 
-    python benchmarks/bench.py            # the full run (`make bench`): about 5 min on 2 cores
+    python benchmarks/bench.py            # the full run (`make bench`): about 7 min on 2 cores
     python benchmarks/bench.py --quick    # a smoke run: about 40 s
 
 For the default network (`experiment=default`) and the study's best (`experiment=batchnorm`)
@@ -616,7 +616,7 @@ def print_table(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, short windows")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds of a b c (default 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of a b c (default 5)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 200)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 30)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--retry-budget",
         type=float,
-        default=420.0,
+        default=240.0,
         help="seconds after which disturbed runs are no longer re-measured",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
-    args.rounds = args.rounds or (1 if quick else 3)
+    args.rounds = args.rounds or (1 if quick else 5)
     args.steps = args.steps or (20 if quick else 200)
     args.warmup = args.warmup or (5 if quick else 30)
     args.train_size = (args.warmup + args.steps) * BATCH
