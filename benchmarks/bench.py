@@ -247,7 +247,7 @@ def worker_plain(args, device) -> dict:
 
     from cifar_cnn import runtime
 
-    cfg = _compose(args.model, _data_overrides(args.train_size, args.test_size))
+    cfg = _compose(args.model, [*_data_overrides(args.train_size, args.test_size), *args.set])
     threads = runtime.configure(cfg.compute)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)
@@ -303,6 +303,7 @@ def worker_cifar_cnn(args, device) -> dict:
 
     train_app.build_trainer = build_trainer_with_clock
     overrides = [*_data_overrides(args.train_size, args.test_size), "trainer.max_epochs=1"]
+    overrides += args.set
     cfg = _compose(args.model, overrides, hydra_config=True)
     with tempfile.TemporaryDirectory(prefix="cifar_cnn_bench_") as run_dir:
         with open_dict(cfg):
@@ -359,6 +360,7 @@ def measure(args, mode: str, model: str) -> dict:
         str(args.warmup),
         "--result",
         str(result_path),
+        *(f"--set={override}" for override in args.set),
     ]
     env = {
         **os.environ,
@@ -632,6 +634,13 @@ def main(argv: list[str] | None = None) -> int:
         default=240.0,
         help="seconds after which disturbed runs are no longer re-measured",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for b and c, e.g. model.pool_before_relu=false (repeatable)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     # worker mode (internal)
     parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
@@ -721,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_images": args.train_size,
             "data": "synthetic",
             "quick": quick,
+            "overrides_b_c": args.set,
         },
         "load_before": load_before,
         "load_after": os.getloadavg(),
