@@ -38,8 +38,9 @@ killed). It uses the cached CIFAR-10 (data/cifar-10-batches-py/cifar_cnn_uint8.p
 is one, else the synthetic source (4,000 images, the config's default size).
 
 Results: a table on stdout and JSON in benchmarks/results/<date>_<device>.json
-(`..._quick.json` for --quick). On CUDA it also estimates a 300-epoch run and the 10-experiment
-grid from the measured epoch times.
+(`..._quick.json` for --quick, `..._partial.json` for a run with --set or only some models or
+modes, so that a side measurement does not replace the full one). On CUDA it also estimates
+a 300-epoch run and the 10-experiment grid from the measured epoch times.
 """
 
 from __future__ import annotations
@@ -759,7 +760,9 @@ def main(argv: list[str] | None = None) -> int:
         tag = device
         if device == "cuda":
             tag += "-" + re.sub(r"[^A-Za-z0-9]+", "-", result["machine"]["gpu"]).strip("-")
-        out = RESULTS / f"{dt.date.today().isoformat()}_{tag}{'_quick' if quick else ''}.json"
+        partial = args.set or args.models != list(MODELS) or args.modes != list(MODES)
+        tag += "_quick" if quick else "_partial" if partial else ""
+        out = RESULTS / f"{dt.date.today().isoformat()}_{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(

@@ -52,8 +52,9 @@ def _pool_before_relu(names: list[str], layers: dict[str, nn.Module]) -> list[st
 
     ReLU is monotone and leaves positive values unchanged, so relu(maxpool(x)) equals
     maxpool(relu(x)) exactly, values and gradients alike, while the ReLU then touches a
-    quarter of the values: a default-model training step is about 8% faster on the measured
-    CPU. (LeakyReLU is not swapped: its rounding can create ties that move the gradient.)
+    quarter of the values: a default-model training step is about 6% faster on the measured
+    CPU (benchmarks/RESULTS.md). LeakyReLU is not swapped: its rounding can create ties
+    that move the gradient.
     """
     order = list(names)
     for i in range(len(order) - 1):
