@@ -10,7 +10,7 @@ ARGS   ?=
 STAMP  := $(shell date +%Y-%m-%d_%H-%M-%S)
 SWEEP_DIR ?= outputs/multiruns/$(STAMP)_study
 
-.PHONY: study sweep report figures test lint bench tensorboard clean
+.PHONY: study sweep report figures test lint bench bench-overhead tensorboard clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ lint: $(BIN)/.installed
 ## bench: images/s of the study's pipeline vs cifar_cnn vs a plain loop (benchmarks/RESULTS.md)
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+## bench-overhead: host time per step the Trainer path adds to a plain loop (about 1 min)
+bench-overhead: $(BIN)/.installed
+	$(BIN)/python benchmarks/overhead.py
 
 tensorboard: $(BIN)/.installed
 	$(BIN)/tensorboard --logdir outputs --bind_all

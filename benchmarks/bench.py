@@ -113,7 +113,7 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _compose(model: str, overrides: list[str], hydra_config: bool = False):
+def compose_config(model: str, overrides: list[str], hydra_config: bool = False):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF), job_name="bench"):
@@ -122,7 +122,7 @@ def _compose(model: str, overrides: list[str], hydra_config: bool = False):
         )
 
 
-def _data_overrides(train_size: int, test_size: int) -> list[str]:
+def data_overrides(train_size: int, test_size: int) -> list[str]:
     return [
         "data.source=synthetic",
         f"data.synthetic_train_size={train_size}",
@@ -152,7 +152,7 @@ def _rss_mib() -> float | None:
     return None
 
 
-class _Window:
+class Window:
     """Times steps [warmup, warmup + steps) of a loop: the clock starts before step `warmup`
     runs (its batch already fetched) and stops after step `warmup + steps - 1` has finished.
 
@@ -190,7 +190,7 @@ class _Window:
         return out
 
 
-def _timed_steps(net, optimizer, batches, window: _Window, device, record_loss) -> None:
+def timed_steps(net, optimizer, batches, window: Window, device, record_loss) -> None:
     """SGD steps over `batches` until the window closes; `record_loss(loss)` after each step."""
     import torch.nn.functional as F
 
@@ -208,6 +208,30 @@ def _timed_steps(net, optimizer, batches, window: _Window, device, record_loss) 
             break
 
 
+def clock_callback(window: Window, device, eval_seconds: dict[str, float] | None = None):
+    """A Lightning callback that opens and closes `window` around the training steps and,
+    given `eval_seconds`, stores the test-set evaluation's duration there under "test"."""
+    import lightning as L
+
+    class Clock(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            window.before(batch_idx)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            window.after(batch_idx)
+
+        def on_test_epoch_start(self, trainer, module) -> None:
+            _sync(device)
+            self.test_started = time.perf_counter()
+
+        def on_test_epoch_end(self, trainer, module) -> None:
+            _sync(device)
+            if eval_seconds is not None:
+                eval_seconds["test"] = time.perf_counter() - self.test_started
+
+    return Clock()
+
+
 def worker_study(args, device) -> dict:
     """(a) The study's pipeline: per-sample transforms through a DataLoader."""
     import torch
@@ -217,7 +241,7 @@ def worker_study(args, device) -> dict:
 
     from cifar_cnn.data import synthetic_arrays
 
-    cfg = _compose(args.model, ["model.pool_before_relu=false"])  # the study's layer order
+    cfg = compose_config(args.model, ["model.pool_before_relu=false"])  # the study's layer order
     torch.manual_seed(cfg.seed)
     arrays = synthetic_arrays(args.train_size, 10)
     images, labels = arrays["train_x"].numpy(), arrays["train_y"].tolist()  # uint8 HWC
@@ -235,9 +259,9 @@ def worker_study(args, device) -> dict:
     loader = torch.utils.data.DataLoader(Images(), batch_size=BATCH, shuffle=False, num_workers=0)
     net = instantiate(cfg.model).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
-    window = _Window(args.warmup, args.steps, device)
+    window = Window(args.warmup, args.steps, device)
     # loss.item() every step, as PyTorch's CIFAR-10 tutorial does for its running loss
-    _timed_steps(net, optimizer, loader, window, device, lambda loss: loss.item())
+    timed_steps(net, optimizer, loader, window, device, lambda loss: loss.item())
     return {**window.report(), "threads": torch.get_num_threads()}
 
 
@@ -248,7 +272,7 @@ def worker_plain(args, device) -> dict:
 
     from cifar_cnn import runtime
 
-    cfg = _compose(args.model, [*_data_overrides(args.train_size, args.test_size), *args.set])
+    cfg = compose_config(args.model, [*data_overrides(args.train_size, args.test_size), *args.set])
     threads = runtime.configure(cfg.compute)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)
@@ -262,50 +286,33 @@ def worker_plain(args, device) -> dict:
     if cfg.compute.compile:
         net.compile()
     optimizer = instantiate(cfg.optimizer)(net.parameters())
-    window = _Window(args.warmup, args.steps, device)
+    window = Window(args.warmup, args.steps, device)
     loss_sum = torch.zeros((), device=device)
-    _timed_steps(net, optimizer, datamodule.train_dataloader(), window, device, loss_sum.add_)
+    timed_steps(net, optimizer, datamodule.train_dataloader(), window, device, loss_sum.add_)
     _ = loss_sum.item()
     return {**window.report(), "threads": threads}
 
 
 def worker_cifar_cnn(args, device) -> dict:
     """(b) `cifar_cnn.train.train(cfg)` on the composed config, plus a timing callback."""
-    import lightning as L
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from cifar_cnn import train as train_app
 
-    window = _Window(args.warmup, args.steps, device)
+    window = Window(args.warmup, args.steps, device)
     eval_seconds: dict[str, float] = {}
-
-    class Clock(L.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-            window.before(batch_idx)
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-            window.after(batch_idx)
-
-        def on_test_epoch_start(self, trainer, module) -> None:
-            _sync(device)
-            eval_seconds["start"] = time.perf_counter()
-
-        def on_test_epoch_end(self, trainer, module) -> None:
-            _sync(device)
-            eval_seconds["test"] = time.perf_counter() - eval_seconds.pop("start")
-
     build_trainer = train_app.build_trainer
 
     def build_trainer_with_clock(cfg, run_dir):
         trainer = build_trainer(cfg, run_dir)
-        trainer.callbacks.append(Clock())
+        trainer.callbacks.append(clock_callback(window, device, eval_seconds))
         return trainer
 
     train_app.build_trainer = build_trainer_with_clock
-    overrides = [*_data_overrides(args.train_size, args.test_size), "trainer.max_epochs=1"]
+    overrides = [*data_overrides(args.train_size, args.test_size), "trainer.max_epochs=1"]
     overrides += args.set
-    cfg = _compose(args.model, overrides, hydra_config=True)
+    cfg = compose_config(args.model, overrides, hydra_config=True)
     with tempfile.TemporaryDirectory(prefix="cifar_cnn_bench_") as run_dir:
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = run_dir
