@@ -61,6 +61,9 @@ def test_training_loss_falls_and_recall_rises(tmp_path):
     assert len(metrics["test_recall_per_class"]) == 10
     assert metrics["params"] == 256_058 and metrics["seed"] == 0
     assert metrics["train_seconds"] > 0
+    # The written-out SGD step is counted by Lightning, which periodic checkpoints rely on.
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 4 * (512 // 64)
     events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert events, "TensorBoard events were not written into the run directory"
 
