@@ -47,7 +47,7 @@ lint: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
-## bench-overhead: host time per step the Trainer path adds to a plain loop (about 1 min)
+## bench-overhead: host time per step the Trainer path adds to a plain loop (about 15 s)
 bench-overhead: $(BIN)/.installed
 	$(BIN)/python benchmarks/overhead.py
 

@@ -1,6 +1,6 @@
 """The host time cifar_cnn's Trainer path adds to each training step, measured to ~0.01 ms.
 
-    python benchmarks/overhead.py             # `make bench-overhead`: about 1 min on 2 cores
+    python benchmarks/overhead.py             # `make bench-overhead`: about 15 s on 2 cores
 
 bench.py's b/c ratio compares the Trainer path with a plain loop on the study's networks,
 where a 10 ms step varies by 10 % and more between windows on a noisy machine, which hides a
