@@ -208,6 +208,22 @@ def timed_steps(net, optimizer, batches, window: Window, device, record_loss) ->
             break
 
 
+def plain_loop(cfg, net, datamodule, window: Window, device) -> None:
+    """(c)'s loop: `net` with the config's memory format, compile setting and optimiser, trained
+    over the set-up `datamodule`'s training batches until `window` closes."""
+    import torch
+    from hydra.utils import instantiate
+
+    if cfg.compute.channels_last:
+        net.to(memory_format=torch.channels_last)
+    if cfg.compute.compile:
+        net.compile()
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    loss_sum = torch.zeros((), device=device)
+    timed_steps(net, optimizer, datamodule.train_dataloader(), window, device, loss_sum.add_)
+    loss_sum.item()
+
+
 def clock_callback(window: Window, device, eval_seconds: dict[str, float] | None = None):
     """A Lightning callback that opens and closes `window` around the training steps and,
     given `eval_seconds`, stores the test-set evaluation's duration there under "test"."""
@@ -280,16 +296,8 @@ def worker_plain(args, device) -> dict:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     datamodule.arrays = {k: v.to(device) for k, v in datamodule.arrays.items()}
-    net = instantiate(cfg.model).to(device)
-    if cfg.compute.channels_last:
-        net.to(memory_format=torch.channels_last)
-    if cfg.compute.compile:
-        net.compile()
-    optimizer = instantiate(cfg.optimizer)(net.parameters())
     window = Window(args.warmup, args.steps, device)
-    loss_sum = torch.zeros((), device=device)
-    timed_steps(net, optimizer, datamodule.train_dataloader(), window, device, loss_sum.add_)
-    _ = loss_sum.item()
+    plain_loop(cfg, instantiate(cfg.model).to(device), datamodule, window, device)
     return {**window.report(), "threads": threads}
 
 
@@ -496,9 +504,11 @@ def machine() -> dict:
 def summarise(runs: list[dict], models: list[str], device: str) -> dict:
     summary: dict = {}
     for model in models:
+        runs_of = {
+            mode: [r for r in runs if r["model"] == model and r["mode"] == mode] for mode in MODES
+        }
         per_mode = {}
-        for mode in MODES:
-            rs = [r for r in runs if r["model"] == model and r["mode"] == mode]
+        for mode, rs in runs_of.items():
             if not rs:
                 continue
             ips = [r["images_per_s"] for r in rs]
@@ -521,11 +531,7 @@ def summarise(runs: list[dict], models: list[str], device: str) -> dict:
             if num in per_mode and den in per_mode:
                 paired = [
                     rb["images_per_s"] / rd["images_per_s"]
-                    for rb, rd in zip(
-                        [r for r in runs if r["model"] == model and r["mode"] == num],
-                        [r for r in runs if r["model"] == model and r["mode"] == den],
-                        strict=False,
-                    )
+                    for rb, rd in zip(runs_of[num], runs_of[den], strict=False)
                 ]
                 ratios[f"{num}/{den}"] = {
                     "of_medians": per_mode[num]["images_per_s"]["median"]

@@ -25,7 +25,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench import BATCH, Window, clock_callback, compose_config, data_overrides, timed_steps
+from bench import BATCH, Window, clock_callback, compose_config, data_overrides, plain_loop
 
 
 def tiny_net():
@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         window = Window(args.warmup, args.steps, device)
         torch.manual_seed(cfg.seed)
         module = CIFARClassifier(
-            tiny_net(), instantiate(cfg.optimizer), channels_last=cfg.compute.channels_last
+            tiny_net(),
+            instantiate(cfg.optimizer),
+            channels_last=cfg.compute.channels_last,
+            compile=cfg.compute.compile,
         )
         with tempfile.TemporaryDirectory(prefix="cifar_cnn_overhead_") as run_dir:
             trainer = build_trainer(cfg, Path(run_dir))
@@ -80,13 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     def plain_path() -> float:
         window = Window(args.warmup, args.steps, device)
         torch.manual_seed(cfg.seed)
-        net = tiny_net()
-        if cfg.compute.channels_last:
-            net.to(memory_format=torch.channels_last)
-        optimizer = instantiate(cfg.optimizer)(net.parameters())
         datamodule.setup("fit")
-        loss_sum = torch.zeros(())
-        timed_steps(net, optimizer, datamodule.train_dataloader(), window, device, loss_sum.add_)
+        plain_loop(cfg, tiny_net(), datamodule, window, device)
         return window.seconds()
 
     ms_per_step: dict[str, list[float]] = {"plain": [], "trainer": []}
