@@ -17,21 +17,10 @@ import torch
 from torch import Tensor
 
 from cifar_cnn.errors import DataError
+from cifar_cnn.published import CLASSES
 
 log = logging.getLogger(__name__)
 
-CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 SOURCES = ("cifar10", "folder", "synthetic")
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -40,7 +29,7 @@ CACHE_NAME = "cifar_cnn_uint8.pt"
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # The fixed class-mixed order in which folder and synthetic training images are stored:
-# without shuffling, class-sorted images leave the network at chance (PITFALLS.md).
+# without shuffling, class-sorted images leave the network at chance (docs/STUDY.md).
 STORAGE_ORDER_SEED = 0
 
 Arrays = dict[str, Tensor]  # train_x, train_y, test_x, test_y; images uint8 (N, 32, 32, 3)
@@ -231,7 +220,7 @@ def load_arrays(
     """Decoded CIFAR-10 from `source` as uint8 NHWC images and int64 labels."""
     if source == "synthetic":
         return synthetic_arrays(synthetic_train_size, synthetic_test_size)
-    root = Path(root).expanduser()
+    root = Path(root).expanduser().resolve()  # one cache key however the folder is named
     if source == "cifar10":
         directory = _cifar10_directory(root, download)
         paths = [directory / n for n in TRAIN_BATCHES + TEST_BATCHES]
@@ -285,7 +274,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self,
         source: str = "cifar10",
         root: str = "data",
-        download: bool = False,
+        download: bool = True,
         batch_size: int = 64,
         eval_batch_size: int = 250,
         shuffle: bool = False,

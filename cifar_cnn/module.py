@@ -5,16 +5,14 @@ import time
 from collections.abc import Callable, Iterable
 
 import lightning as L
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from cifar_cnn.data import CLASSES
 from cifar_cnn.errors import TrainingDiverged
 from cifar_cnn.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
-from cifar_cnn.plots import confusion_matrix_figure
+from cifar_cnn.published import CLASSES
 
 
 class CIFARClassifier(L.LightningModule):
@@ -23,11 +21,10 @@ class CIFARClassifier(L.LightningModule):
     `optimizer` builds the optimiser from the parameters (a Hydra `_partial_`); `run_config`,
     the resolved run configuration, is saved as hyperparameters (TensorBoard, checkpoints).
     Per step it only does arithmetic on the device: the loss sum and the confusion matrices
-    are read once per epoch, so no step waits for the host. The SGD step is written out
-    (Lightning's manual optimisation), which costs less host time per step than Lightning's
-    automatic loop with its closure, loss copies and extra hooks. Per-epoch histories, the
-    training time and the RNG state travel in checkpoints, so a resumed run continues
-    exactly where it stopped.
+    are read once per epoch, so no step waits for the host. Lightning's automatic
+    optimisation runs the SGD step, so gradient clipping, gradient accumulation and
+    schedulers work as Trainer options. Per-epoch histories, the training time and the RNG
+    state travel in checkpoints, so a resumed run continues exactly where it stopped.
     """
 
     def __init__(
@@ -43,7 +40,6 @@ class CIFARClassifier(L.LightningModule):
         self.net, self.optimizer_factory = net, optimizer
         self.channels_last, self.compile_net, self.compiled = channels_last, compile, False
         self.eval_confmat = ConfusionMatrix(len(CLASSES))
-        self.automatic_optimization = False
         self.register_buffer("loss_sum", torch.zeros(()), persistent=False)
         self.batches_this_epoch = 0
         self.train_loss_per_epoch: list[float] = []
@@ -77,15 +73,12 @@ class CIFARClassifier(L.LightningModule):
         self._sync()
         self._epoch_started = time.perf_counter()
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
         loss = F.cross_entropy(self(images), labels)
-        self.manual_backward(loss)
-        optimizer.step()
         self.loss_sum.add_(loss.detach())
         self.batches_this_epoch += 1
+        return loss
 
     def _stop_train_clock(self) -> None:
         """Add the time since the epoch started; evaluation is not training time."""
@@ -142,9 +135,10 @@ class CIFARClassifier(L.LightningModule):
         for name, value in zip(CLASSES, per_class, strict=True):
             self.log(f"test_per_class/{name}", value)
         if isinstance(self.logger, TensorBoardLogger):
+            from cifar_cnn.plots import confusion_matrix_figure  # matplotlib only when needed
+
             figure = confusion_matrix_figure(matrix.tolist(), CLASSES)
             self.logger.experiment.add_figure("test/confusion_matrix", figure, self.global_step)
-            plt.close(figure)
 
     # --- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

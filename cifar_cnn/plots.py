@@ -1,25 +1,20 @@
-"""Matplotlib figures: the confusion matrix logged to TensorBoard, and the report's figures."""
+"""Matplotlib figures: the confusion matrix logged to TensorBoard, and the report's figures.
 
-from __future__ import annotations
+Drawn with matplotlib's object-oriented API (no pyplot): importing this module sets no
+backend, and every figure is a plain Figure that `savefig` renders through Agg.
+"""
 
 import math
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from cifar_cnn.data import CLASSES  # noqa: E402
-from cifar_cnn.published import EPOCHS  # noqa: E402
-
-if TYPE_CHECKING:
-    from cifar_cnn.report import Row
+from cifar_cnn.published import CLASSES, EPOCHS
+from cifar_cnn.sweep import Row
 
 # The report's figures: file name -> caption in results.md.
 FIGURES = {
@@ -41,7 +36,8 @@ def confusion_matrix_figure(
     title: str = "Confusion matrix (test set)",
 ) -> Figure:
     """Counts per (true class, predicted class), each row also shown as recall in the cell."""
-    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     for i, row in enumerate(matrix):
         total = max(sum(row), 1)
@@ -121,10 +117,8 @@ def loss_panels(rows: Sequence[Row], colours: Sequence) -> Figure:
     """One panel per configuration: each seed's training loss, and their mean."""
     ncols = min(5, len(rows))
     nrows = math.ceil(len(rows) / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.8 * ncols, 3.3 * nrows + 0.6),
-        sharey=True, layout="constrained", squeeze=False,
-    )  # fmt: skip
+    fig = Figure(figsize=(3.8 * ncols, 3.3 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     curves = [_curves(row, "loss") for row in rows]
     all_loss = [v for row_curves in curves for _, values in row_curves for v in values]
     max_epoch = max((len(v) for row_curves in curves for _, v in row_curves), default=1)
@@ -148,7 +142,8 @@ def loss_panels(rows: Sequence[Row], colours: Sequence) -> Figure:
 
 def overlay(rows: Sequence[Row], colours: Sequence, kind: str) -> Figure:
     """All configurations' mean curves in one plot: `kind` is "loss" or "recall"."""
-    fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
+    fig = Figure(figsize=(10, 5.5), layout="constrained")
+    ax = fig.subplots()
     curves = [_curves(row, kind) for row in rows]
     max_epoch = max((max(e, default=0) for c in curves for e, _ in c), default=1)
     values = []
@@ -177,7 +172,8 @@ def recall_bars(rows: Sequence[Row], colours: Sequence) -> Figure:
     lines = max(label.count("\n") + 1 for label in labels)
     slot = 1.1 if lines == 1 else 1.7  # inches per bar: wrapped labels sit flat and need room
     size = (max(7, slot * len(rows) + 2), 6 + 0.15 * lines)
-    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.subplots()
     means = [row.summary.mean or 0.0 for row in rows]
     intervals = [row.summary.interval or (m, m) for row, m in zip(rows, means, strict=True)]
     errors = [[m - low for m, (low, _) in zip(means, intervals, strict=True)],
@@ -227,7 +223,8 @@ def per_class_heatmap(rows: Sequence[Row]) -> Figure:
     ]  # fmt: skip
     labels = [wrapped(row.label, 40) for row in shown]
     height = sum(max(0.5, 0.2 * (label.count("\n") + 1)) for label in labels)
-    fig, ax = plt.subplots(figsize=(10, 1.4 + height), layout="constrained")
+    fig = Figure(figsize=(10, 1.4 + height), layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for i, values in enumerate(matrix):
         for j, value in enumerate(values):
@@ -263,7 +260,7 @@ def write_figures(out_dir: Path, rows: Sequence[Row]) -> list[str]:
     """Draw every figure of FIGURES into `out_dir`; none without a finished run."""
     if not any(row.finished for row in rows):
         return []
-    cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(rows) <= 10 else "tab20"]
     colours = [cmap(i % cmap.N) for i in range(len(rows))]
     draw: dict[str, Callable[[], Figure]] = {
         "loss_curves.png": lambda: loss_panels(rows, colours),
@@ -274,7 +271,5 @@ def write_figures(out_dir: Path, rows: Sequence[Row]) -> list[str]:
         "confusion_best.png": lambda: best_confusion(next(r for r in rows if r.best)),
     }
     for name in FIGURES:
-        fig = draw[name]()
-        fig.savefig(out_dir / name, dpi=120)
-        plt.close(fig)
+        draw[name]().savefig(out_dir / name, dpi=120)
     return list(FIGURES)

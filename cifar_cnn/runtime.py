@@ -35,17 +35,20 @@ def tune_malloc() -> bool:
         return False
 
 
-def concurrent_jobs(hydra_launcher: DictConfig | None) -> int:
-    """How many sweep jobs share this machine (the launcher's n_jobs, else 1)."""
-    n_jobs = (hydra_launcher or {}).get("n_jobs") or 1
-    if n_jobs < 0:  # joblib's "all cores"
+def usable_cpus() -> int:
+    """The CPUs this process may run on (respects taskset, cgroups' cpusets and SLURM)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-    return n_jobs
 
 
 def configure(compute: DictConfig, jobs: int = 1) -> int:
-    """Apply the `compute` config for this process; returns the thread count used."""
-    threads = compute.threads or max(1, (os.cpu_count() or 1) // jobs)
+    """Apply the `compute` config for this process; returns the thread count used.
+
+    Without `compute.threads`, the usable CPUs are divided among `jobs` concurrent runs.
+    """
+    threads = compute.threads or max(1, usable_cpus() // jobs)
     torch.set_num_threads(threads)
     torch.set_float32_matmul_precision(compute.matmul_precision)
     if compute.tune_malloc and not tune_malloc():

@@ -72,9 +72,19 @@ def validate_config(cfg: DictConfig) -> None:
         _positive_int(f"data.{key}", data[key])
 
     _number("optimizer.lr", optimizer.lr, 0, low_inclusive=False)
-    _number("optimizer.momentum", optimizer.get("momentum", 0), 0)
+    _number("optimizer.momentum", optimizer.get("momentum", 0), 0, 1)
     _number("optimizer.weight_decay", optimizer.get("weight_decay", 0), 0)
 
+    if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed={cfg.seed!r} must be a whole number from 0 to 2**32 - 1")
+    devices = cfg.trainer.get("devices", 1)
+    if devices not in (1, "1") and not (isinstance(devices, ListConfig) and len(devices) == 1):
+        raise ConfigError(
+            f"trainer.devices={cfg.trainer.devices!r}: a run trains on one device (this network "
+            "gains nothing from data parallelism). To use several CPUs or GPUs, run sweep jobs "
+            "in parallel: python -m cifar_cnn.train -m hydra/launcher=joblib "
+            "hydra.launcher.n_jobs=N ..."
+        )
     _positive_int("trainer.max_epochs", cfg.trainer.max_epochs)
     _positive_int("trainer.check_val_every_n_epoch", cfg.trainer.check_val_every_n_epoch)
     _positive_int("checkpoint_every_n_epochs", cfg.checkpoint_every_n_epochs)

@@ -1,48 +1,18 @@
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
-from torchvision.io import write_png
 
 from cifar_cnn.data import (
     BATCHES_DIR,
     CACHE_NAME,
-    CLASSES,
-    TEST_BATCHES,
-    TRAIN_BATCHES,
     CIFAR10DataModule,
     load_arrays,
     normalise,
     synthetic_arrays,
 )
 from cifar_cnn.errors import DataError
-
-
-def make_folder(root: Path, per_class: int = 3) -> Path:
-    """A tiny image-folder copy of CIFAR-10: root/{train,test}/<class>/NNNN.png."""
-    generator = torch.Generator().manual_seed(1)
-    for split in ("train", "test"):
-        for label, name in enumerate(CLASSES):
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=generator)
-                image[0, 0, 0] = label  # lets the test find each image's class again
-                write_png(image, str(root / split / name / f"{i:04d}.png"))
-    return root
-
-
-def make_pickles(root: Path, per_batch: int = 20) -> Path:
-    """CIFAR-10's python format (data: N x 3072 uint8, labels) with `per_batch` images each."""
-    directory = root / BATCHES_DIR
-    directory.mkdir(parents=True)
-    generator = torch.Generator().manual_seed(2)
-    for name in TRAIN_BATCHES + TEST_BATCHES:
-        data = torch.randint(0, 256, (per_batch, 3072), dtype=torch.uint8, generator=generator)
-        labels = [i % 10 for i in range(per_batch)]
-        with open(directory / name, "wb") as f:
-            pickle.dump({"data": data.numpy(), "labels": labels}, f)
-    return root
+from helpers import make_folder, make_pickles
 
 
 def test_normalise_is_x_over_255_minus_half_in_nchw():

@@ -4,26 +4,23 @@ import csv
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cifar_cnn.plots import FIGURES
 from cifar_cnn.published import BY_NAME, PUBLISHED, STUDY_ORDER
-from cifar_cnn.report import (
-    FIGURES,
+from cifar_cnn.report import main, write_report
+from cifar_cnn.sweep import (
     ReportError,
     Run,
     Summary,
     group_runs,
-    main,
     overrides_from_dirname,
     t_quantile,
-    write_report,
 )
+from helpers import FAST, REPO, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -31,14 +28,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sweep from the training app: experiments default and filters, seeds 0 and 1."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "2026-01-01_00-00-00"
-    command = [
-        sys.executable, "-m", "cifar_cnn.train", "-m", "experiment=default,filters", "seed=0,1",
-        "data.source=synthetic", "data.synthetic_train_size=256", "data.synthetic_test_size=100",
-        "trainer.max_epochs=2", "progress_bar_refresh=0", "optimizer.lr=0.01",
+    run_cli([
+        "-m", "experiment=default,filters", "seed=0,1", *FAST,
+        "data.synthetic_train_size=256", "data.synthetic_test_size=100",
         f"hydra.sweep.dir={sweep_dir}",
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ])  # fmt: skip
     assert len(list(sweep_dir.glob("*/metrics.json"))) == 4
     return sweep_dir
 
@@ -75,6 +69,7 @@ def section(markdown: str, title: str) -> str:
 # --- the report of a complete sweep -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_writes_tables_and_every_figure(report: Path, sweep: Path) -> None:
     assert report == sweep / "report"
     for name in ("results.md", "results.csv", *FIGURES):
@@ -88,6 +83,7 @@ def test_writes_tables_and_every_figure(report: Path, sweep: Path) -> None:
     assert "None: every run finished." in markdown
 
 
+@pytest.mark.slow
 def test_means_and_sds_equal_hand_computed(report: Path, sweep: Path) -> None:
     rows = {row["experiment"]: row for row in read_csv(report)}
     markdown = (report / "results.md").read_text()
@@ -111,6 +107,7 @@ def test_means_and_sds_equal_hand_computed(report: Path, sweep: Path) -> None:
         assert f"| {mean:.4f} | {sd:.4f} |" in markdown
 
 
+@pytest.mark.slow
 def test_rows_in_study_order_with_verdict_and_best(report: Path) -> None:
     rows = read_csv(report)
     assert [row["experiment"] for row in rows] == ["default", "filters"]
@@ -130,6 +127,7 @@ def test_rows_in_study_order_with_verdict_and_best(report: Path) -> None:
     assert "differ from the published setup" in markdown  # 2 epochs on synthetic data
 
 
+@pytest.mark.slow
 def test_combined_sweeps_pool_seeds(sweep: Path, tmp_path: Path, capsys) -> None:
     again = copy_sweep(sweep, tmp_path / "again")  # the same seeds once more
     main([str(sweep), str(again), "--out", str(tmp_path / "combined")])
@@ -147,6 +145,7 @@ def test_combined_sweeps_pool_seeds(sweep: Path, tmp_path: Path, capsys) -> None
 # --- failed, unfinished and mixed runs ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_runs_without_metrics_are_listed_not_dropped(sweep: Path, tmp_path: Path) -> None:
     copy = copy_sweep(sweep, tmp_path)
     # killed mid-training: a real run directory that lost its metrics.json (checkpoint kept)
@@ -192,6 +191,7 @@ def test_runs_without_metrics_are_listed_not_dropped(sweep: Path, tmp_path: Path
     assert "cannot judge: one seed" in markdown
 
 
+@pytest.mark.slow
 def test_mixed_epochs_and_data_are_reported(sweep: Path, tmp_path: Path) -> None:
     copy = copy_sweep(sweep, tmp_path)
     path = next(copy.glob("*experiment=default*seed=1*")) / "metrics.json"
@@ -206,6 +206,7 @@ def test_mixed_epochs_and_data_are_reported(sweep: Path, tmp_path: Path) -> None
     assert "| 2 / 3 |" in markdown  # the default row's epochs
 
 
+@pytest.mark.slow
 def test_a_folder_of_single_runs_leaves_out_other_folders(sweep: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"  # like outputs/runs/: no multirun.yaml
     for run_dir in sorted(sweep.glob("*seed=0*")):
@@ -232,6 +233,7 @@ def test_missing_or_empty_sweep_gives_a_clear_error(tmp_path: Path, capsys) -> N
     assert "no such directory" in str(exit_info.value.code)
 
 
+@pytest.mark.slow
 def test_default_is_the_newest_sweep(sweep: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="outputs/multiruns does not exist"):

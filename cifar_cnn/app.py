@@ -1,0 +1,73 @@
+"""What the Hydra entry points share: where `conf/` is, its resolvers, composing it in code,
+and turning a user error into a message instead of a traceback.
+
+Only the entry points (`train`, and the benchmarks and tests that compose configs) import
+this module; everything below them takes plain arguments.
+"""
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_cnn.errors import UserError
+from cifar_cnn.runtime import usable_cpus
+
+log = logging.getLogger("cifar_cnn")
+
+# A wheel ships conf/ inside the package; a source checkout keeps it at the top level.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "conf")
+
+OmegaConf.register_new_resolver(
+    "run_suffix", lambda overrides: f"_{overrides}" if overrides else "", replace=True
+)
+
+
+def compose_config(overrides: Sequence[str] = (), hydra_config: bool = False) -> DictConfig:
+    """The config `python -m cifar_cnn.train OVERRIDES` would run, composed without a run."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(
+            config_name="config", overrides=list(overrides), return_hydra_config=hydra_config
+        )
+
+
+def run_directory() -> Path:
+    """The output directory Hydra made for this job."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def experiment_name() -> str | None:
+    """The `experiment=` choice of this job, if any."""
+    return HydraConfig.get().runtime.choices.get("experiment")
+
+
+def task_overrides() -> list[str]:
+    """The command-line overrides of this job."""
+    return list(HydraConfig.get().overrides.task)
+
+
+def concurrent_jobs() -> int:
+    """How many sweep jobs the launcher runs at once on this machine (1 outside a sweep)."""
+    launcher = HydraConfig.get().launcher or {}
+    n_jobs = launcher.get("n_jobs") or 1
+    if n_jobs < 0:  # joblib's -1 is every CPU, -2 all but one, ...
+        n_jobs += usable_cpus() + 1
+    return max(1, n_jobs)
+
+
+def exit_on_user_error(error: UserError) -> None:
+    """Log a user error; in a single run exit with its message and no traceback.
+
+    In a sweep the caller re-raises instead, so this job fails while the others run.
+    """
+    log.error("%s", error)
+    if HydraConfig.get().mode == RunMode.RUN:
+        sys.exit(1)

@@ -1,0 +1,33 @@
+"""The run-directory contract shared by training and the report: file names and JSON files.
+
+Free of torch, Lightning and Hydra, so that reading runs never imports them.
+"""
+
+import json
+import os
+from pathlib import Path
+
+METRICS_FILE = "metrics.json"  # written when a run finishes
+FAILED_FILE = "failed.json"  # written instead when a run stops on an error
+LAST_CHECKPOINT = "checkpoints/last.ckpt"  # rewritten every `checkpoint_every_n_epochs`
+TENSORBOARD_DIR = "tensorboard"
+LOG_FILE = "train.log"
+HYDRA_DIR = ".hydra"  # the composed config Hydra saves for every run
+# Outside a Hydra sweep, a subdirectory with none of these is not a run.
+RUN_MARKERS = (METRICS_FILE, FAILED_FILE, "checkpoints", TENSORBOARD_DIR, LOG_FILE, HYDRA_DIR)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` so that readers see the old file or the new one, never a partial one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,424 @@
+"""The sweep model: the runs of a sweep, grouped into configurations, with their statistics.
+
+Reads every job directory of one or more sweeps (metrics.json, failed.json, or neither),
+groups the runs by configuration (the experiment and any other overrides, seeds pooled),
+summarises each group's test recall over seeds and judges each ablation step against the
+published one. cifar_cnn.report writes it out; cifar_cnn.plots draws it. Free of torch,
+Lightning and Hydra.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cifar_cnn.errors import UserError
+from cifar_cnn.published import BY_NAME, STUDY_ORDER, PublishedRun
+from cifar_cnn.runfiles import (
+    FAILED_FILE,
+    HYDRA_DIR,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    RUN_MARKERS,
+    TENSORBOARD_DIR,
+    read_json,
+)
+
+DEFAULT_SWEEPS_ROOT = Path("outputs/multiruns")
+REPORT_DIR = "report"
+# Overrides that do not change what a run computes: they never split runs into groups.
+NON_DEFINING_KEYS = frozenset((
+    "seed", "data.seed", "resume", "ckpt_path", "data.root", "data.download",
+    "data.eval_batch_size", "progress_bar_refresh", "checkpoint_every_n_epochs",
+))  # fmt: skip
+NON_DEFINING_PREFIXES = ("hydra.", "compute.")
+# A step's effect counts as real when |difference of means| > NOISE_FACTOR x its standard error.
+NOISE_FACTOR = 2.0
+# Two-sided 95% quantiles of Student's t distribution, t(0.975, df); 1.960 beyond the table.
+T_975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
+    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
+    25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000,
+    120: 1.980,
+}  # fmt: skip
+
+
+class ReportError(UserError):
+    """A sweep directory that cannot be reported on."""
+
+
+# --- reading runs -------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One job directory of a sweep, finished or not."""
+
+    path: Path
+    name: str  # the directory name, prefixed by its sweep when several are pooled
+    status: str  # "finished", "failed" or "unfinished"
+    experiment: str | None
+    overrides: dict[str, str]  # every override of the job, key -> value
+    seed: int | None
+    metrics: dict | None = None
+    detail: str = ""  # why a run did not finish, and how far it got
+
+    @property
+    def job(self) -> str:
+        """The job number that starts the directory name (after the sweep name, if any)."""
+        sweep, _, job_dir = self.name.rpartition("/")
+        job = job_dir.partition("_")[0]
+        return f"{sweep}/{job}" if sweep else job
+
+    @property
+    def defining(self) -> dict[str, str]:
+        """The overrides that define the configuration (no seed, paths or display settings)."""
+        return {
+            k: v
+            for k, v in self.overrides.items()
+            if k not in NON_DEFINING_KEYS and not k.startswith(NON_DEFINING_PREFIXES)
+        }
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """`["a.b=1", "+c=x"]` -> `{"a.b": "1", "c": "x"}` (Hydra's +/++/~ prefixes dropped)."""
+    return {key.lstrip("+~"): value for key, _, value in (i.partition("=") for i in items)}
+
+
+def overrides_from_dirname(name: str) -> list[str]:
+    """The overrides of a job directory named `<job>_<k=v,k=v,...>` (Hydra's override_dirname).
+
+    A comma splits two overrides only where a `key=` follows it, so list values such as
+    `model.kernel_sizes=[7,5,3]` stay whole.
+    """
+    rest = name.partition("_")[2]
+    return re.split(r",(?=[+~]*[\w.\-]+=)", rest) if rest else []
+
+
+def _seed(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def tensorboard_progress(run_dir: Path) -> str:
+    """How far an unfinished run got, from its TensorBoard events."""
+    tb_dir = run_dir / TENSORBOARD_DIR
+    if not any(tb_dir.glob("events.out.tfevents.*")):
+        return "nothing logged"
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+        events.Reload()
+        tags = events.Tags().get("scalars", [])
+        losses = events.Scalars("train/loss") if "train/loss" in tags else []
+        recalls = events.Scalars("test/recall") if "test/recall" in tags else []
+    except Exception:  # a corrupt or half-written event file: report what the files say
+        return "nothing logged"
+    text = f"{len(losses)} epoch(s) logged"
+    return text + (f", last test recall {recalls[-1].value:.4f}" if recalls else "")
+
+
+def read_run(run_dir: Path, name: str) -> Run:
+    """What one job directory holds: metrics.json, failed.json, or neither (unfinished)."""
+    metrics = read_json(run_dir / METRICS_FILE)
+    if metrics is not None and "test_recall" in metrics:
+        overrides = parse_overrides(metrics.get("overrides") or [])
+        experiment = metrics.get("experiment") or overrides.get("experiment")
+        seed = _seed(metrics.get("seed", overrides.get("seed")))
+        return Run(run_dir, name, "finished", experiment, overrides, seed, metrics)
+
+    failed = read_json(run_dir / FAILED_FILE)
+    hydra_overrides = run_dir / HYDRA_DIR / "overrides.yaml"
+    if failed is not None and failed.get("overrides") is not None:
+        overrides = parse_overrides(failed["overrides"])
+    elif hydra_overrides.is_file():
+        overrides = parse_overrides(yaml.safe_load(hydra_overrides.read_text()) or [])
+    else:
+        overrides = parse_overrides(overrides_from_dirname(run_dir.name))
+    if failed is not None:
+        status = "failed"
+        epoch = f" in epoch {failed['epoch']}" if failed.get("epoch") else ""
+        detail = f"{failed.get('error', 'unknown error')}{epoch}"
+    else:
+        status = "unfinished"
+        detail = f"no {METRICS_FILE}: killed or still running"
+        if metrics is not None:
+            detail = f"{METRICS_FILE} lacks test_recall"
+    detail += f"; {tensorboard_progress(run_dir)}"
+    if status == "unfinished" and (run_dir / LAST_CHECKPOINT).is_file():
+        detail += f"; {LAST_CHECKPOINT} exists (rerunning the sweep resumes it)"
+    experiment = (failed or {}).get("experiment") or overrides.get("experiment")
+    return Run(
+        run_dir, name, status, experiment, overrides, _seed(overrides.get("seed")), None, detail
+    )
+
+
+def _job_order(path: Path) -> tuple[int, str]:
+    head = path.name.partition("_")[0]
+    return (int(head) if head.isdigit() else sys.maxsize, path.name)
+
+
+def find_run_dirs(sweep_dir: Path) -> tuple[list[Path], list[str]]:
+    """The job directories of a sweep in job order, and the names of subdirectories left out.
+
+    In a Hydra sweep (it holds multirun.yaml) every subdirectory is a job, even an empty one
+    (a job that has not written anything yet). Elsewhere, as in outputs/runs/, only the
+    subdirectories that hold a run's files count.
+    """
+    if not sweep_dir.exists():
+        raise ReportError(f"{sweep_dir}: no such directory")
+    if not sweep_dir.is_dir():
+        raise ReportError(f"{sweep_dir}: not a directory (pass a sweep directory)")
+    if (sweep_dir / METRICS_FILE).exists() or (sweep_dir / FAILED_FILE).exists():
+        raise ReportError(
+            f"{sweep_dir} is a single run directory; pass the sweep directory that holds it "
+            f"({sweep_dir.parent})"
+        )
+    subdirs = sorted(
+        (
+            p
+            for p in sweep_dir.iterdir()
+            if p.is_dir() and not p.name.startswith((".", "_")) and p.name != REPORT_DIR
+        ),
+        key=_job_order,
+    )
+    run_dirs = subdirs
+    if not (sweep_dir / "multirun.yaml").is_file():
+        run_dirs = [p for p in subdirs if any((p / m).exists() for m in RUN_MARKERS)]
+    if not run_dirs:
+        raise ReportError(
+            f"{sweep_dir} holds no runs: a sweep directory holds one directory per job "
+            "(python -m cifar_cnn.train -m ... writes them; see `make sweep`)"
+        )
+    return run_dirs, [p.name for p in subdirs if p not in run_dirs]
+
+
+def collect_runs(sweep_dirs: Sequence[Path]) -> tuple[list[Run], list[str]]:
+    """Every run of the given sweeps, and notes on subdirectories that were left out."""
+    runs, notes = [], []
+    for sweep_dir in sweep_dirs:
+        run_dirs, skipped = find_run_dirs(sweep_dir)
+        for run_dir in run_dirs:
+            name = run_dir.name if len(sweep_dirs) == 1 else f"{sweep_dir.name}/{run_dir.name}"
+            runs.append(read_run(run_dir, name))
+        if skipped:
+            notes.append(
+                f"{sweep_dir} is not a Hydra sweep (no multirun.yaml); {len(skipped)} "
+                f"subdirectories without run files were left out: {', '.join(skipped)}."
+            )
+    return runs, notes
+
+
+def newest_sweep(root: Path = DEFAULT_SWEEPS_ROOT) -> Path:
+    """The newest sweep under `root`: the last by name (Hydra names sweeps by their start)."""
+    if not root.is_dir():
+        raise ReportError(
+            f"no sweep given and {root} does not exist (in {Path.cwd()}); run a sweep first "
+            "(make sweep) or pass its directory: python -m cifar_cnn.report SWEEP_DIR"
+        )
+    sweeps = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not sweeps:
+        raise ReportError(f"no sweep given and {root} holds none; run `make sweep` first")
+    return sweeps[-1]
+
+
+# --- statistics, grouping and verdicts ----------------------------------------------------------
+
+
+def t_quantile(df: int) -> float:
+    """t(0.975, df), from the table (the next smaller tabulated df: a slightly wider interval)."""
+    if df < 1:
+        raise ValueError("a t interval needs at least two values")
+    return T_975[max(k for k in T_975 if k <= df)] if df <= max(T_975) else 1.960
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation and 95% interval half-width of a few values."""
+
+    n: int
+    mean: float | None
+    sd: float | None  # None with fewer than two values
+    half_width: float | None  # t(0.975, n-1) * sd / sqrt(n)
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Summary:
+        """The summary of `values` (no spread below two values, no mean without any)."""
+        n = len(values)
+        if n < 2:
+            return cls(n, float(values[0]) if n else None, None, None)
+        sd = statistics.stdev(values)
+        return cls(n, statistics.fmean(values), sd, t_quantile(n - 1) * sd / math.sqrt(n))
+
+    @property
+    def standard_error(self) -> float | None:
+        return None if self.sd is None else self.sd / math.sqrt(self.n)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% interval, clipped to [0, 1] (a recall lies there); None below two values."""
+        if self.half_width is None:
+            return None
+        return max(0.0, self.mean - self.half_width), min(1.0, self.mean + self.half_width)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one ablation step (a row vs its parent row) came out on rerun."""
+
+    parent: str  # the parent row's label
+    diff: float | None  # mean(row) - mean(parent)
+    published_diff: float
+    threshold: float | None  # NOISE_FACTOR x the standard error of `diff`
+    verdict: str
+
+
+@dataclass
+class Row:
+    """One configuration: the runs that share everything but the seed."""
+
+    experiment: str | None
+    extra: dict[str, str]  # defining overrides besides the experiment, not common to the sweep
+    runs: list[Run] = field(default_factory=list)
+    best: bool = False
+    verdict: Verdict | None = None
+
+    @property
+    def label(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.extra.items())
+        if self.experiment:
+            return f"{self.experiment} ({extra})" if extra else self.experiment
+        return extra or "base config"
+
+    @property
+    def published(self) -> PublishedRun | None:
+        return BY_NAME.get(self.experiment or "")
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.status == "finished"]
+
+    @property
+    def recalls(self) -> list[float]:
+        return [r.metrics["test_recall"] for r in self.finished]
+
+    @property
+    def summary(self) -> Summary:
+        return Summary.of(self.recalls)
+
+    def metric_values(self, key: str) -> str:
+        """The distinct values of a metrics.json entry among the finished runs, joined."""
+        return joined(dict.fromkeys(r.metrics.get(key) for r in self.finished))
+
+
+def judge(row: Row, parent: Row | None, published: PublishedRun) -> Verdict:
+    """Compare a row with its parent: holds, reversed, within noise, or cannot be judged."""
+    published_diff = published.recall - BY_NAME[published.parent].recall
+    if parent is None:
+        return Verdict(published.parent, None, published_diff, None, "parent not in this sweep")
+    mine, theirs = row.summary, parent.summary
+    if mine.n == 0 or theirs.n == 0:
+        return Verdict(parent.label, None, published_diff, None, "no finished runs to compare")
+    diff = mine.mean - theirs.mean
+    if mine.sd is None or theirs.sd is None:
+        direction = "same" if diff * published_diff > 0 else "opposite"
+        verdict = f"cannot judge: one seed ({direction} direction)"
+        return Verdict(parent.label, diff, published_diff, None, verdict)
+    threshold = NOISE_FACTOR * math.hypot(mine.standard_error, theirs.standard_error)
+    if abs(diff) <= threshold:
+        verdict = "within noise"
+    else:
+        verdict = "holds" if diff * published_diff > 0 else "reversed"
+    return Verdict(parent.label, diff, published_diff, threshold, verdict)
+
+
+def common_overrides(runs: Sequence[Run]) -> dict[str, str]:
+    """Defining overrides that every run shares (shown once, not in every label)."""
+    shared = set(runs[0].defining.items()) if runs else set()
+    for run in runs[1:]:
+        shared &= set(run.defining.items())
+    return dict(sorted(shared))
+
+
+def group_runs(runs: Sequence[Run]) -> list[Row]:
+    """Rows in the study's order (then the order the sweep ran them), best row marked."""
+    common = common_overrides(runs)
+    rows: dict[tuple, Row] = {}
+    for run in runs:
+        extra = {
+            k: v
+            for k, v in sorted(run.defining.items())
+            if k != "experiment" and common.get(k) != v
+        }
+        key = (run.experiment, tuple(extra.items()))
+        rows.setdefault(key, Row(run.experiment, extra)).runs.append(run)
+    for key, row in rows.items():
+        published = row.published
+        if published and published.parent:
+            row.verdict = judge(row, rows.get((published.parent, key[1])), published)
+
+    def study_order(row: Row) -> int:
+        return STUDY_ORDER.index(row.experiment) if row.experiment in STUDY_ORDER else 99
+
+    ordered = sorted(rows.values(), key=study_order)  # stable: the sweep's order within a rank
+    reported = [r for r in ordered if r.summary.n]
+    if reported:
+        max(reported, key=lambda r: r.summary.mean).best = True
+    return ordered
+
+
+def setup_notes(rows: Sequence[Row]) -> list[str]:
+    """Warnings about a sweep that mixes epochs, data or devices, repeats seeds or lost runs."""
+    runs = [run for row in rows for run in row.runs]
+    finished = [r for r in runs if r.status == "finished"]
+    notes = []
+    for what, values, advice in (
+        ("epoch counts", [f"{r.metrics['epochs']} epochs" for r in finished],
+         "Only rows with the same epoch count compare."),
+        ("data sources or sizes", [data_text(r) for r in finished],
+         "Only rows on the same data compare."),
+        ("devices", [str(r.metrics.get("device")) for r in finished],
+         "Training times do not compare across devices."),
+    ):  # fmt: skip
+        counts = Counter(values)
+        if len(counts) > 1:
+            parts = ", ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in counts.items())
+            notes.append(f"This sweep mixes {what}: {parts}. {advice}")
+    for row in rows:
+        repeated = sorted(s for s, n in Counter(r.seed for r in row.finished).items() if n > 1)
+        if repeated:
+            notes.append(
+                f"{row.label} has finished runs with the same seed ({repeated}): they are not "
+                "independent samples, and its spread understates the seed-to-seed noise."
+            )
+    lost = Counter(r.status for r in runs if r.status != "finished")
+    if lost:
+        parts = " and ".join(f"{n} {status}" for status, n in lost.items())
+        notes.append(f"{parts} run(s): see 'Failed and unfinished runs'; they count in no mean.")
+    return notes
+
+
+# --- text the report shares ---------------------------------------------------------------------
+
+
+def joined(values: Sequence) -> str:
+    """The values joined by " / "; an en dash when there are none."""
+    return " / ".join(str(v) for v in values) if values else "–"
+
+
+def data_text(run: Run) -> str:
+    """A finished run's data source and sizes: `synthetic (256 train / 100 test)`."""
+    data = run.metrics["data"]
+    return f"{data.get('source')} ({data.get('train_size')} train / {data.get('test_size')} test)"
