@@ -1,5 +1,6 @@
 # make study   - the whole ablation grid (10 experiments x SEEDS) and its report
-# make test    - the test suite (CPU, synthetic data, about a minute or two)
+# make test    - the whole test suite (CPU, synthetic data; about 5 minutes on 2 cores)
+# make test-fast - the tests that do not start the CLI in subprocesses (about 15 s)
 # Both create the virtual environment .venv on first use.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ ARGS   ?=
 STAMP  := $(shell date +%Y-%m-%d_%H-%M-%S)
 SWEEP_DIR ?= outputs/multiruns/$(STAMP)_study
 
-.PHONY: study sweep report figures test lint bench bench-overhead tensorboard clean
+.PHONY: study sweep report test test-fast lint bench bench-overhead tensorboard clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,18 +33,22 @@ sweep: $(BIN)/.installed
 	@echo "sweep directory: $(SWEEP_DIR)"
 	$(GRID)
 
-## report / figures: tables and PNGs for SWEEP (default: the newest sweep in outputs/multiruns)
-report figures: $(BIN)/.installed
+## report: tables and figures for SWEEP (default: the newest sweep in outputs/multiruns)
+report: $(BIN)/.installed
 	$(BIN)/python -m cifar_cnn.report $(SWEEP)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## bench: images/s of the study's pipeline vs cifar_cnn vs a plain loop (benchmarks/RESULTS.md)
+## bench: images/s of the study's pipeline vs cifar_cnn vs a plain loop (benchmarks/RESULTS.md);
+## BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) times start-up on an image folder or .tar.gz
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
@@ -51,8 +56,10 @@ bench: $(BIN)/.installed
 bench-overhead: $(BIN)/.installed
 	$(BIN)/python benchmarks/overhead.py
 
+## tensorboard: serve outputs/ at http://localhost:6006; TB_HOST=0.0.0.0 serves every interface
+TB_HOST ?= localhost
 tensorboard: $(BIN)/.installed
-	$(BIN)/tensorboard --logdir outputs --bind_all
+	$(BIN)/tensorboard --logdir outputs --host $(TB_HOST)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

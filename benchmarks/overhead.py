@@ -8,8 +8,8 @@ change of 0.1 ms. Here the network is Flatten + Linear(3072, 10), so a step is a
 host time, and both paths run alternately in one process on the CPU, `--rounds` times each:
 
   trainer  the project's CIFAR10DataModule, CIFARClassifier and the Trainer from
-           `cifar_cnn.train.build_trainer` (progress bar, TensorBoard logger, checkpoints)
-  plain    the loop of bench.py's (c) over the same data module's batches
+           `cifar_cnn.training.build_trainer` (progress bar, TensorBoard logger, checkpoints)
+  plain    the loop of bench.py's (c) (common.plain_loop) over the same data module's batches
 
 The difference of the medians is what the Lightning machinery (loop, hooks, callbacks,
 optimizer wrapper) costs per step. On a real network the same machinery costs more than this,
@@ -25,7 +25,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench import BATCH, Window, clock_callback, compose_config, data_overrides, plain_loop
+from common import BATCH, Window, clock_callback, data_overrides, plain_loop
 
 
 def tiny_net():
@@ -54,12 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.utils import instantiate
 
     from cifar_cnn import runtime
+    from cifar_cnn.app import compose_config
     from cifar_cnn.module import CIFARClassifier
-    from cifar_cnn.train import build_trainer
+    from cifar_cnn.training import build_trainer
 
     overrides = data_overrides((args.warmup + args.steps) * BATCH, 250)
     cfg = compose_config(
-        "default", [*overrides, "trainer.max_epochs=1", "trainer.accelerator=cpu", *args.set]
+        [
+            "experiment=default",
+            *overrides,
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+            *args.set,
+        ]
     )
     threads = runtime.configure(cfg.compute)
     device = torch.device("cpu")
@@ -75,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             compile=cfg.compute.compile,
         )
         with tempfile.TemporaryDirectory(prefix="cifar_cnn_overhead_") as run_dir:
-            trainer = build_trainer(cfg, Path(run_dir))
-            trainer.callbacks.append(clock_callback(window, device))
+            trainer = build_trainer(cfg, Path(run_dir), callbacks=[clock_callback(window, device)])
             trainer.fit(module, datamodule=datamodule)
         return window.seconds()
 
