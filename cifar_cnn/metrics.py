@@ -9,7 +9,7 @@ class ConfusionMatrix(Metric):
     """A num_classes x num_classes count matrix (rows: true class, columns: prediction).
 
     torchmetrics' own stat-scores metrics call `torch.bincount`, which syncs with the host on
-    CUDA every update; `index_add_` keeps every update on the device (PITFALLS.md). Update it
+    CUDA every update; `index_add_` keeps every update on the device (docs/STUDY.md). Update it
     per batch and read it once per epoch: per-batch macro recall would leave out the classes
     a batch lacks.
     """

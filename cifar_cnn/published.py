@@ -24,7 +24,7 @@ TRAIN_SIZE = 50_000
 class PublishedRun:
     """One row of the study's results table."""
 
-    row: int  # the row number in STUDY.md
+    row: int  # the row number in docs/STUDY.md
     name: str  # the experiment name (conf/experiment/<name>.yaml)
     change: str  # what the row changes, relative to its parent row
     parent: str | None  # the experiment this row changes; None for the default
