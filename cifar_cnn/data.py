@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from cifar_cnn.errors import DataError
+from cifar_cnn.errors import ConfigError, DataError
 from cifar_cnn.published import CLASSES
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # without shuffling, class-sorted images leave the network at chance (docs/STUDY.md).
 STORAGE_ORDER_SEED = 0
 
-Arrays = dict[str, Tensor]  # train_x, train_y, test_x, test_y; images uint8 (N, 32, 32, 3)
+Arrays = dict[str, Tensor]  # train_x, train_y, test_x, test_y (val_x, val_y); uint8 NHWC images
 
 
 def normalise(images: Tensor) -> Tensor:
@@ -262,12 +262,39 @@ def load_arrays(
     raise DataError(f"data.source={source!r} is unknown; use one of {', '.join(SOURCES)}")
 
 
+def stratified_split(labels: Tensor, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices (training, validation) that hold out `val_size` images in class proportions.
+
+    Each class gives its share of `val_size` (largest remainders round the shares to whole
+    images), chosen by a permutation from `seed` alone, so the split is the same for every
+    training seed. Both index lists keep the stored order.
+    """
+    n = len(labels)
+    if not 0 < val_size < n:
+        raise ConfigError(
+            f"data.val_size={val_size} must be 0 (no validation split) or less than the "
+            f"{n} training images"
+        )
+    counts = torch.bincount(labels.cpu(), minlength=len(CLASSES))
+    exact = counts.double() * val_size / n
+    quotas = exact.floor().long()
+    short = val_size - int(quotas.sum())
+    quotas[torch.argsort(exact - quotas, descending=True, stable=True)[:short]] += 1
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    in_val = torch.zeros(n, dtype=torch.bool)
+    for label, quota in enumerate(quotas.tolist()):
+        in_val[order[labels.cpu()[order] == label][:quota]] = True
+    return (~in_val).nonzero().squeeze(1), in_val.nonzero().squeeze(1)
+
+
 class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 (or a folder copy, or synthetic data) held on the training device.
 
     Training batches come in the stored (class-mixed) order every epoch, or, with
     `shuffle=True`, in a fresh permutation per epoch derived from `seed` and the epoch.
-    The test set is what the study evaluates; it serves both validation and test.
+    With `val_size=0` (the study's setup) the test set serves both validation and test;
+    otherwise `val_size` training images, stratified by class and chosen by `split_seed`,
+    are held out for validation and the test set is only used to test.
     """
 
     def __init__(
@@ -281,18 +308,26 @@ class CIFAR10DataModule(L.LightningDataModule):
         seed: int = 0,
         synthetic_train_size: int = 4000,
         synthetic_test_size: int = 1000,
+        val_size: int = 0,
+        split_seed: int = 0,
     ):
         super().__init__()
         self.source, self.root, self.download = source, root, download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.shuffle, self.seed = shuffle, seed
         self.synthetic_sizes = (synthetic_train_size, synthetic_test_size)
+        self.val_size, self.split_seed = val_size, split_seed
         self.arrays: Arrays | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.arrays is not None:
             return
         arrays = load_arrays(self.source, self.root, self.download, *self.synthetic_sizes)
+        if self.val_size:
+            keep, held_out = stratified_split(arrays["train_y"], self.val_size, self.split_seed)
+            images, labels = arrays.pop("train_x"), arrays.pop("train_y")
+            arrays |= {"train_x": images[keep], "train_y": labels[keep]}
+            arrays |= {"val_x": images[held_out], "val_y": labels[held_out]}
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         self.arrays = {k: v.to(device) for k, v in arrays.items()}
 
@@ -310,6 +345,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.arrays["test_x"], self.arrays["test_y"], self.eval_batch_size)
+        split = "val" if self.val_size else "test"
+        return TensorBatches(
+            self.arrays[f"{split}_x"], self.arrays[f"{split}_y"], self.eval_batch_size
+        )
 
-    test_dataloader = val_dataloader
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.arrays["test_x"], self.arrays["test_y"], self.eval_batch_size)

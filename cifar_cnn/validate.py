@@ -70,6 +70,8 @@ def validate_config(cfg: DictConfig) -> None:
         )
     for key in ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_test_size"):
         _positive_int(f"data.{key}", data[key])
+    if data.val_size != 0:
+        _positive_int("data.val_size", data.val_size)
 
     _number("optimizer.lr", optimizer.lr, 0, low_inclusive=False)
     _number("optimizer.momentum", optimizer.get("momentum", 0), 0, 1)

@@ -11,7 +11,7 @@ from cifar_cnn.data import (
     normalise,
     synthetic_arrays,
 )
-from cifar_cnn.errors import DataError
+from cifar_cnn.errors import ConfigError, DataError
 from helpers import make_folder, make_pickles
 
 
@@ -76,3 +76,28 @@ def test_missing_root_without_download_says_where_to_put_the_data(tmp_path):
     assert str(missing / BATCHES_DIR) in message
     assert "cifar-10-python.tar.gz" in message and "data.download=true" in message
     assert "data.source=folder" in message
+
+
+def test_a_validation_split_is_stratified_disjoint_and_the_same_for_every_seed():
+    arrays = synthetic_arrays(1000, 100)
+    held_out = {}
+    for seed in (0, 1):
+        module = CIFAR10DataModule(
+            "synthetic", val_size=200, seed=seed, synthetic_train_size=1000, synthetic_test_size=100
+        )
+        module.setup()
+        held_out[seed] = module.arrays["val_x"]
+        assert len(module.arrays["train_y"]) == 800
+        assert torch.bincount(module.arrays["val_y"]).tolist() == [20] * 10
+        train_rows = {tuple(x.flatten().tolist()) for x in module.arrays["train_x"]}
+        val_rows = {tuple(x.flatten().tolist()) for x in module.arrays["val_x"]}
+        assert not train_rows & val_rows
+        assert train_rows | val_rows == {tuple(x.flatten().tolist()) for x in arrays["train_x"]}
+        assert torch.equal(next(iter(module.test_dataloader()))[1], arrays["test_y"])
+    assert torch.equal(held_out[0], held_out[1])
+
+
+def test_an_impossible_validation_size_is_refused():
+    module = CIFAR10DataModule("synthetic", val_size=1000, synthetic_train_size=1000)
+    with pytest.raises(ConfigError, match=r"data.val_size=1000 must be 0 .* less than the 1000"):
+        module.setup()
