@@ -6,6 +6,7 @@ from hydra.utils import instantiate
 
 from cifar_cnn.model import count_parameters
 from cifar_cnn.published import STUDY_ORDER
+from cifar_cnn.training import train
 from helpers import FAST, config, make_folder, run_cli
 
 
@@ -43,7 +44,7 @@ def test_training_loss_falls_and_recall_rises(tmp_path):
     assert len(metrics["test_recall_per_class"]) == 10
     assert metrics["params"] == 256_058 and metrics["seed"] == 0
     assert metrics["train_seconds"] > 0
-    # The written-out SGD step is counted by Lightning, which periodic checkpoints rely on.
+    # Lightning counts every SGD step, which periodic checkpoints rely on.
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 4 * (512 // 64)
     events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
@@ -91,3 +92,13 @@ def test_data_root_is_taken_from_the_launch_directory(tmp_path):
     )
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["data"] == {"source": "folder", "train_size": 20, "test_size": 20}
+
+
+def test_gradient_clipping_and_accumulation_are_trainer_options(tmp_path):
+    cfg = config([*FAST, "trainer.accumulate_grad_batches=2", "trainer.max_epochs=3"])
+    metrics = train(cfg, tmp_path)
+    losses = metrics["train_loss_per_epoch"]
+    assert metrics["config"]["trainer"]["gradient_clip_val"] == 1.0
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 3 * (512 // 64) // 2  # one SGD step per two batches
