@@ -1,4 +1,5 @@
-# make study   - the whole ablation grid (10 experiments x SEEDS) and its report
+# make study   - the whole ablation grid (10 experiments x SEEDS) and its report;
+#                JOBS=N runs N jobs at once
 # make test    - the whole test suite (CPU, synthetic data; about 5 minutes on 2 cores)
 # make test-fast - the tests that do not start the CLI in subprocesses (about 15 s)
 # Both create the virtual environment .venv on first use.
@@ -8,10 +9,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SEEDS  ?= 0
 ARGS   ?=
+# JOBS=N runs N sweep jobs at once on this machine (hydra-joblib-launcher), each with
+# 1/N of the CPUs; unset, the jobs run one after another.
+JOBS   ?=
+LAUNCH := $(if $(JOBS),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 STAMP  := $(shell date +%Y-%m-%d_%H-%M-%S)
 SWEEP_DIR ?= outputs/multiruns/$(STAMP)_study
 
-.PHONY: study sweep report test test-fast lint bench bench-overhead tensorboard clean
+.PHONY: study sweep report test test-fast lint bench bench-grid bench-overhead tensorboard clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +25,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 GRID := $(BIN)/python -m cifar_cnn.train -m 'experiment=glob(*)' seed=$(SEEDS) \
-	hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	hydra.sweep.dir=$(SWEEP_DIR) $(LAUNCH) $(ARGS)
 
 ## study: train every published configuration, then write the report (figures, tables);
 ## the report is written even when some jobs failed (it lists them), and make then fails
@@ -51,6 +56,12 @@ lint: $(BIN)/.installed
 ## BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) times start-up on an image folder or .tar.gz
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+## bench-grid: wall time of the 10-experiment grid for a few epochs: sequential fp32, JOBS
+## parallel jobs (default: the usable CPUs), parallel + bf16 (under 10 min on 2 cores);
+## BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) for an image folder or .tar.gz of one
+bench-grid: $(BIN)/.installed
+	$(BIN)/python benchmarks/grid.py $(if $(JOBS),--jobs=$(JOBS)) $(BENCH_ARGS)
 
 ## bench-overhead: host time per step the Trainer path adds to a plain loop (about 15 s)
 bench-overhead: $(BIN)/.installed

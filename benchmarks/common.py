@@ -10,7 +10,8 @@ training steps [warmup, warmup + steps), with the same tools:
   plain_loop      the plain PyTorch loop over a data module's batches (bench.py's c)
   clock_callback  a Lightning callback that drives a Window from the Trainer's hooks
 
-and `machine()`, `spread()` and `write_result()` describe and store what was measured.
+and `machine()`, `spread()` and `write_result()` describe and store what was measured (grid.py,
+the wall time of the whole grid, uses these three too).
 torch, Lightning and Hydra are imported inside the functions, so that importing this module
 (and `bench.py --help`) stays fast.
 """
@@ -222,16 +223,20 @@ def machine() -> dict:
     return info
 
 
-def write_result(result: dict, output: Path | None, quick: bool, partial: bool) -> Path:
-    """Write `result` as JSON to `output`, by default results/<date>_<device>.json.
+def write_result(
+    result: dict, output: Path | None, quick: bool, partial: bool, kind: str = ""
+) -> Path:
+    """Write `result` as JSON to `output`, by default results/<date>_<device>[_<kind>].json.
 
-    The default name ends in `_quick` for a smoke run and `_partial` for a side measurement
-    (some models or modes, or config overrides), so that neither replaces the full run's file.
+    `kind` names another benchmark's file (`grid` for grid.py) beside bench.py's. The default
+    name ends in `_quick` for a smoke run and `_partial` for a side measurement (some models
+    or modes, or config overrides), so that neither replaces the full run's file.
     """
     if output is None:
         tag = result["device"]
         if tag == "cuda":
             tag += "-" + re.sub(r"[^A-Za-z0-9]+", "-", result["machine"]["gpu"]).strip("-")
+        tag += f"_{kind}" if kind else ""
         tag += "_quick" if quick else "_partial" if partial else ""
         output = RESULTS / f"{dt.date.today().isoformat()}_{tag}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """What the Hydra entry points share: where `conf/` is, its resolvers, composing it in code,
 and turning a user error into a message instead of a traceback.
 
-Only the entry points (`train`, and the benchmarks and tests that compose configs) import
-this module; everything below them takes plain arguments.
+Only the entry points (`train`, `evaluate`, `predict`, and the benchmarks and tests that
+compose configs) import this module; everything below them takes plain arguments.
 """
 
 import logging
@@ -30,12 +30,17 @@ OmegaConf.register_new_resolver(
 )
 
 
-def compose_config(overrides: Sequence[str] = (), hydra_config: bool = False) -> DictConfig:
-    """The config `python -m cifar_cnn.train OVERRIDES` would run, composed without a run."""
+def compose_config(
+    overrides: Sequence[str] = (), hydra_config: bool = False, config_name: str = "config"
+) -> DictConfig:
+    """The config `python -m cifar_cnn.train OVERRIDES` would run, composed without a run.
+
+    `config_name="evaluate"` or `"predict"` composes those apps' configs instead.
+    """
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(
-            config_name="config", overrides=list(overrides), return_hydra_config=hydra_config
+            config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config
         )
 
 

@@ -5,6 +5,7 @@ device, and batches are sliced from it: no per-sample Python work and no DataLoa
 which on a 2-core CPU only compete with the compute threads.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -126,7 +127,9 @@ def _cifar10_directory(root: Path, download: bool) -> Path:
         from torchvision.datasets import CIFAR10
 
         try:
-            CIFAR10(str(root), train=True, download=True)
+            with _exclusive(root / f".{BATCHES_DIR}.lock"):  # one download for parallel jobs
+                if any(not (directory / n).is_file() for n in expected):
+                    CIFAR10(str(root), train=True, download=True)
         except Exception as e:
             raise DataError(
                 f"downloading CIFAR-10 into {root} failed ({type(e).__name__}: {e}). Put "
@@ -188,16 +191,56 @@ def _fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _cached(cache: Path, fingerprint: str, build: Callable[[], Arrays]) -> Arrays:
-    """Load arrays from `cache` when it matches `fingerprint`, else build and (try to) save them."""
-    if cache.is_file():
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (created if missing): parallel sweep jobs that
+    start together wait here while the first one decodes or downloads, then reuse its work.
+
+    Without POSIX locks (Windows, or a file system that refuses them) it does not wait; the
+    atomic writes still keep every file whole, and each job may then decode on its own.
+    """
+    try:
+        import fcntl
+
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_file, "a")  # noqa: SIM115 (closed below, after the lock is released)
+    except (ImportError, OSError):
+        yield
+        return
+    with f:
         try:
-            stored = torch.load(cache, weights_only=True)
-            if stored.get("fingerprint") == fingerprint:
-                return stored["arrays"]
-            log.info("data cache %s is out of date; rebuilding it", cache)
-        except Exception as e:
-            log.warning("data cache %s is corrupt (%s); rebuilding it", cache, e)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:
+            log.info("could not lock %s (%s); jobs may decode the data separately", lock_file, e)
+        yield  # closing the file releases the lock
+
+
+def _load_cache(cache: Path, fingerprint: str) -> Arrays | None:
+    """The arrays stored in `cache` when it exists and matches `fingerprint`."""
+    if not cache.is_file():
+        return None
+    try:
+        stored = torch.load(cache, weights_only=True)
+        if stored.get("fingerprint") == fingerprint:
+            return stored["arrays"]
+        log.info("data cache %s is out of date; rebuilding it", cache)
+    except Exception as e:
+        log.warning("data cache %s is corrupt (%s); rebuilding it", cache, e)
+    return None
+
+
+def _cached(cache: Path, fingerprint: str, build: Callable[[], Arrays]) -> Arrays:
+    """Load arrays from `cache` when it matches `fingerprint`, else build and (try to) save them.
+
+    A lock beside the cache is held meanwhile: of jobs that start together on an empty cache
+    one builds it, and the others wait and load what it built.
+    """
+    with _exclusive(cache.with_name(f".{cache.name}.lock")):
+        arrays = _load_cache(cache, fingerprint)
+        return arrays if arrays is not None else _build_and_save(cache, fingerprint, build)
+
+
+def _build_and_save(cache: Path, fingerprint: str, build: Callable[[], Arrays]) -> Arrays:
     arrays = build()
     tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
     try:

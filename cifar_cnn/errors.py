@@ -21,4 +21,9 @@ class TrainingDiverged(UserError):
             f"training loss became {loss} in epoch {epoch}; the run stopped. "
             "Lower optimizer.lr or enable model.batch_norm to make training stable."
         )
-        self.epoch = epoch
+        self.epoch, self.loss = epoch, loss
+
+    def __reduce__(self):
+        # Parallel launchers (joblib's worker processes, submitit) pickle a failed job's error
+        # back to the sweep; the default would call __init__ with the message alone.
+        return type(self), (self.epoch, self.loss)

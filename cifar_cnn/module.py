@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
@@ -20,6 +21,9 @@ class CIFARClassifier(L.LightningModule):
 
     `optimizer` builds the optimiser from the parameters (a Hydra `_partial_`); `run_config`,
     the resolved run configuration, is saved as hyperparameters (TensorBoard, checkpoints).
+    Without `net` and `optimizer` both are built from `run_config["model"]` and
+    `run_config["optimizer"]`, so `CIFARClassifier.load_from_checkpoint(path)` needs nothing
+    else. `predict_step` gives class probabilities.
     Per step it only does arithmetic on the device: the loss sum and the confusion matrices
     are read once per epoch, so no step waits for the host. Lightning's automatic
     optimisation runs the SGD step, so gradient clipping, gradient accumulation and
@@ -29,14 +33,22 @@ class CIFARClassifier(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
-        optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
+        net: nn.Module | None = None,
+        optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer] | None = None,
         run_config: dict | None = None,
         channels_last: bool = True,
         compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
+        if net is None or optimizer is None:  # e.g. load_from_checkpoint(path) alone
+            if not run_config or "model" not in run_config or "optimizer" not in run_config:
+                raise ValueError(
+                    "CIFARClassifier needs `net` and `optimizer`, or a `run_config` with the "
+                    "`model` and `optimizer` configs to build them from"
+                )
+            net = instantiate(run_config["model"]) if net is None else net
+            optimizer = instantiate(run_config["optimizer"]) if optimizer is None else optimizer
         self.net, self.optimizer_factory = net, optimizer
         self.channels_last, self.compile_net, self.compiled = channels_last, compile, False
         self.eval_confmat = ConfusionMatrix(len(CLASSES))
@@ -110,6 +122,10 @@ class CIFARClassifier(L.LightningModule):
 
     test_step = validation_step
 
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Class probabilities (N, 10) of a batch of (images, anything) such as TensorBatches."""
+        return F.softmax(self(batch[0]), dim=1)
+
     def on_validation_epoch_start(self) -> None:
         self._stop_train_clock()
         self.eval_confmat.reset()
@@ -164,6 +180,8 @@ class CIFARClassifier(L.LightningModule):
         self.test_recall_per_epoch = list(state.get("test_recall_per_epoch", []))
         self.test_recall_epochs = list(state.get("test_recall_epochs", []))
         self.train_seconds = state.get("train_seconds", 0.0)
+        if self._trainer is None:  # load_from_checkpoint: leave this process's RNG alone
+            return
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():

@@ -41,6 +41,7 @@ from cifar_cnn.sweep import (
     group_runs,
     joined,
     newest_sweep,
+    precision_text,
     setup_notes,
     t_quantile,
 )
@@ -269,6 +270,7 @@ def setup_section(runs: Sequence[Run], sweep_dirs: Sequence[Path]) -> list[str]:
         f"- data: {joined(list(dict.fromkeys(data_text(r) for r in finished)))}",
         f"- epochs: {joined(epochs)}",
         f"- device: {joined(list(devices))}",
+        f"- precision: {joined(list(dict.fromkeys(precision_text(r) for r in finished)))}",
         "- settings shared by every run: "
         + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none besides the defaults"),
         f"- published numbers: {SOURCE}; one seed each, {EPOCHS} epochs on the full "

@@ -13,6 +13,8 @@ LAST_CHECKPOINT = "checkpoints/last.ckpt"  # rewritten every `checkpoint_every_n
 TENSORBOARD_DIR = "tensorboard"
 LOG_FILE = "train.log"
 HYDRA_DIR = ".hydra"  # the composed config Hydra saves for every run
+EVAL_FILE = "eval.json"  # written by `cifar_cnn.evaluate` into its own run directory
+PREDICTIONS_FILE = "predictions.csv"  # written by `cifar_cnn.predict`
 # Outside a Hydra sweep, a subdirectory with none of these is not a run.
 RUN_MARKERS = (METRICS_FILE, FAILED_FILE, "checkpoints", TENSORBOARD_DIR, LOG_FILE, HYDRA_DIR)
 

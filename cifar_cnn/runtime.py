@@ -1,4 +1,5 @@
-"""Process-wide settings for fast training: threads, allocator, matmul precision."""
+"""Process-wide settings for fast training: threads, allocator, matmul precision, and
+whether bf16 runs natively on this CPU."""
 
 import ctypes
 import ctypes.util
@@ -41,6 +42,32 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere torch
+    emulates it in float32 arithmetic, which is slower than float32 itself."""
+    try:
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # torch without these private helpers: read the CPU flags
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = set(f.read().split())
+        except OSError:
+            return False
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def check_precision(precision: object, accelerator: str) -> None:
+    """Warn, naming the setting, when a bf16 precision will be emulated on this CPU."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if "bf16" in str(precision) and on_cpu and not native_cpu_bf16():
+        log.warning(
+            "trainer.precision=%s: this CPU has no native bf16 (neither AMX nor AVX512-BF16), "
+            "so bf16 is emulated and trains slower than fp32; use trainer.precision=32-true "
+            "here, and bf16-mixed on a GPU or a CPU that has them",
+            precision,
+        )
 
 
 def configure(compute: DictConfig, jobs: int = 1) -> int:

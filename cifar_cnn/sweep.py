@@ -380,7 +380,8 @@ def group_runs(runs: Sequence[Run]) -> list[Row]:
 
 
 def setup_notes(rows: Sequence[Row]) -> list[str]:
-    """Warnings about a sweep that mixes epochs, data or devices, repeats seeds or lost runs."""
+    """Warnings about a sweep that mixes epochs, data, devices or precisions, repeats seeds or
+    lost runs."""
     runs = [run for row in rows for run in row.runs]
     finished = [r for r in runs if r.status == "finished"]
     notes = []
@@ -391,6 +392,8 @@ def setup_notes(rows: Sequence[Row]) -> list[str]:
          "Only rows on the same data compare."),
         ("devices", [str(r.metrics.get("device")) for r in finished],
          "Training times do not compare across devices."),
+        ("precisions", [precision_text(r) for r in finished],
+         "bf16 can change the recall as well as the time; compare rows of one precision."),
     ):  # fmt: skip
         counts = Counter(values)
         if len(counts) > 1:
@@ -422,3 +425,10 @@ def data_text(run: Run) -> str:
     """A finished run's data source and sizes: `synthetic (256 train / 100 test)`."""
     data = run.metrics["data"]
     return f"{data.get('source')} ({data.get('train_size')} train / {data.get('test_size')} test)"
+
+
+def precision_text(run: Run) -> str:
+    """A finished run's numeric precision (`32-true`, `bf16-mixed`), also for runs written
+    before metrics.json recorded it (from its resolved config)."""
+    config = run.metrics.get("config") or {}
+    return str(run.metrics.get("precision") or config.get("trainer", {}).get("precision", "–"))

@@ -16,19 +16,18 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_cnn import runtime
 from cifar_cnn.errors import ConfigError
+from cifar_cnn.loggers import HParamsSummary, build_loggers
 from cifar_cnn.model import count_parameters, layer_summary
 from cifar_cnn.module import CIFARClassifier
 from cifar_cnn.runfiles import (
     FAILED_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
-    TENSORBOARD_DIR,
     read_json,
     write_json,
 )
@@ -58,6 +57,7 @@ RESUME_MAY_DIFFER = (
     "ckpt_path",
     "checkpoint_every_n_epochs",
     "progress_bar_refresh",
+    "logger.",  # where metrics go (the report and resuming read the run directory's files)
 )
 
 
@@ -148,11 +148,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] 
     ]
     if cfg.progress_bar_refresh > 0:
         all_callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar_refresh))
-    logger = TensorBoardLogger(run_dir, name=TENSORBOARD_DIR, version="", default_hp_metric=False)
     return instantiate(
         cfg.trainer,
         default_root_dir=run_dir,
-        logger=logger,
+        logger=build_loggers(cfg.get("logger"), run_dir),
         callbacks=all_callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.progress_bar_refresh > 0,
@@ -180,6 +179,7 @@ def train(
         return read_json(finished) or {}
 
     validate_config(cfg)
+    runtime.check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     started = time.perf_counter()
     threads = runtime.configure(cfg.compute, concurrent_jobs)
     L.seed_everything(cfg.seed, verbose=False)
@@ -197,7 +197,7 @@ def train(
         channels_last=cfg.compute.channels_last,
         compile=cfg.compute.compile,
     )
-    trainer = build_trainer(cfg, run_dir, callbacks)
+    trainer = build_trainer(cfg, run_dir, [*callbacks, HParamsSummary(experiment)])
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     trainer.test(module, datamodule=datamodule, verbose=False)
 
@@ -218,6 +218,7 @@ def train(
             "test_size": len(datamodule.arrays["test_y"]),
         },
         "device": str(module.device),
+        "precision": str(cfg.trainer.precision),  # 32-true (the study's fp32), bf16-mixed, ...
         "threads": threads,
         "wall_seconds_this_process": time.perf_counter() - started,
         "config": run_config,

@@ -1,0 +1,287 @@
+"""Using a trained checkpoint: test it on a data set (`evaluate`) or label image files
+(`predict`). No Hydra state: the apps `cifar_cnn.evaluate` and `cifar_cnn.predict` pass their
+composed config and run directory, and so do the tests.
+
+The network is rebuilt from the checkpoint alone (its hyperparameters hold the run's resolved
+config). Evaluation runs the module's own test loop on the data module, so a finished run's
+`last.ckpt` tested on the same data gives exactly the recall in its `metrics.json`.
+"""
+
+import csv
+import logging
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor
+
+from cifar_cnn import runtime
+from cifar_cnn.data import TensorBatches
+from cifar_cnn.errors import ConfigError, DataError
+from cifar_cnn.module import CIFARClassifier
+from cifar_cnn.published import CLASSES
+from cifar_cnn.runfiles import EVAL_FILE, LAST_CHECKPOINT, PREDICTIONS_FILE, write_json
+
+log = logging.getLogger("cifar_cnn")
+
+# Lightning 2.6 on recent torch warns about its own use of a deprecated pytree API (as in
+# training.py).
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+INPUT_SIZE = 32  # the network's input: 32x32 RGB, as CIFAR-10
+IMAGE_FORMATS = "JPEG, PNG, WebP and GIF"  # what torchvision.io.decode_image reads
+CKPT_EXAMPLE = f"ckpt_path=outputs/runs/<run>/{LAST_CHECKPOINT}"
+
+
+def required(cfg: DictConfig, key: str, example: str) -> object:
+    """`cfg[key]`, or a ConfigError naming the key when it is missing (`???`), null or empty."""
+    if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "", []):
+        raise ConfigError(f"{key} is required: pass it on the command line, e.g. {example}")
+    return cfg[key]
+
+
+def load_classifier(ckpt_path: str | Path) -> CIFARClassifier:
+    """The trained module in `ckpt_path` (on the CPU), rebuilt from the checkpoint alone."""
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is a folder; pass a checkpoint file, e.g. "
+            f"ckpt_path={path / LAST_CHECKPOINT}"
+        )
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file ({path.absolute()}); pass one "
+            f"written by cifar_cnn.train, e.g. {CKPT_EXAMPLE}"
+        )
+    try:
+        return CIFARClassifier.load_from_checkpoint(path, map_location="cpu")
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: {path} is not a readable cifar_cnn checkpoint "
+            f"({type(e).__name__}: {reason}); pass one written by cifar_cnn.train, e.g. "
+            f"{CKPT_EXAMPLE}"
+        ) from e
+
+
+def inference_trainer(trainer: DictConfig, run_dir: Path) -> L.Trainer:
+    """The configured Trainer (device, precision) without logger, checkpoints or progress bar."""
+    return instantiate(
+        trainer,
+        default_root_dir=run_dir,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+# --- evaluate -----------------------------------------------------------------------------
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
+    """Test the checkpoint `cfg.ckpt_path` on the test set of `cfg.data`; write eval.json.
+
+    eval.json has metrics.json's test fields (test_recall, test_accuracy,
+    test_recall_per_class, confusion_matrix) plus the checkpoint, its epoch count, the data,
+    the device and the checkpoint's run config. Returns what it wrote.
+    """
+    ckpt_path = required(cfg, "ckpt_path", CKPT_EXAMPLE)
+    runtime.configure(cfg.compute)
+    module = load_classifier(ckpt_path)
+    datamodule = instantiate(cfg.data)
+    trainer = inference_trainer(cfg.trainer, run_dir)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    source = cfg.data.source
+    results = {
+        "ckpt_path": str(Path(ckpt_path).expanduser().resolve()),
+        "epoch": len(module.train_loss_per_epoch),  # epochs trained when it was saved
+        **module.test_results,
+        "data": {
+            "source": source,
+            "root": None if source == "synthetic" else str(Path(cfg.data.root).resolve()),
+            "test_size": len(datamodule.arrays["test_y"]),
+        },
+        "device": str(trainer.strategy.root_device),
+        "config": module.hparams.get("run_config"),
+    }
+    write_json(run_dir / EVAL_FILE, results)
+    per_class = "\n".join(
+        f"  {name:<11}{recall:.4f}" for name, recall in results["test_recall_per_class"].items()
+    )
+    log.info(
+        "%s (%d epochs) on %d %s test images: recall %.4f, accuracy %.4f; wrote %s\n"
+        "  class      recall\n%s",
+        results["ckpt_path"],
+        results["epoch"],
+        results["data"]["test_size"],
+        source,
+        results["test_recall"],
+        results["test_accuracy"],
+        run_dir / EVAL_FILE,
+        per_class,
+    )
+    return results
+
+
+# --- predict ------------------------------------------------------------------------------
+def find_images(images: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The files `images` names: files, folders (searched recursively, hidden files left out)
+    or a list of both, in that order. A missing path or an empty folder is a DataError."""
+    entries = [images] if isinstance(images, str | Path) else list(images)
+    files: list[Path] = []
+    for entry in entries:
+        path = Path(str(entry)).expanduser()
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(n.startswith(".") for n in p.relative_to(path).parts)
+            )
+            if not found:
+                raise DataError(f"images={entry}: the folder {path.absolute()} holds no files")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"images={entry}: no such file or folder ({path.absolute()})")
+    return files
+
+
+def read_image(path: Path) -> tuple[Tensor, bool]:
+    """One image file as uint8 (32, 32, 3) RGB, and whether it had to be converted or resized.
+
+    Any size and mode of the formats torchvision decodes (JPEG, PNG, WebP, GIF; grey, palette,
+    alpha, CMYK, 16-bit): converted to RGB, then resized to 32x32 with antialiasing (the
+    way torchvision decodes the folder data source). DataError if it is not such an image.
+    """
+    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.transforms.v2.functional import resize, to_dtype
+
+    try:
+        data = read_file(str(path))
+        image = decode_image(data, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+        converted = image.shape[0] != 3 or image.dtype != torch.uint8
+        if converted:
+            image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            image = to_dtype(image, torch.uint8, scale=True)
+    except Exception as e:  # torchvision raises RuntimeError (or ValueError) for non-images
+        # Its messages start with the C++ function and source line: keep what follows.
+        reason = re.sub(r"^\w+, \S+:\d+, ", "", (str(e).strip().splitlines() or [""])[0])
+        if not reason or reason.startswith("Unsupported image file"):
+            reason = f"{IMAGE_FORMATS} files are read"
+        raise DataError(f"not a readable image ({reason[:200]})") from e
+    if image.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
+        image = resize(image, [INPUT_SIZE, INPUT_SIZE], antialias=True)
+        converted = True
+    return image.permute(1, 2, 0), converted
+
+
+def predict_probabilities(
+    module: CIFARClassifier, images: Tensor, trainer: L.Trainer, batch_size: int
+) -> Tensor:
+    """Class probabilities (N, 10) of uint8 (N, 32, 32, 3) images: normalised and batched as in
+    training, run through the module's `predict_step` on the Trainer's device."""
+    batches = TensorBatches(images, torch.arange(len(images)), batch_size)
+    outputs = trainer.predict(module, dataloaders=batches)
+    return torch.cat([p.float().cpu() for p in outputs])
+
+
+def prediction_columns(top_k: int) -> list[str]:
+    """predictions.csv's columns."""
+    ranked = [c for i in range(1, top_k + 1) for c in (f"top{i}", f"top{i}_probability")]
+    return ["path", "prediction", "probability", *ranked, "error"]
+
+
+def _row(path: Path, probabilities: Tensor, top_k: int) -> dict:
+    values, indices = probabilities.topk(top_k)
+    row = {"path": str(path), "prediction": CLASSES[indices[0]], "probability": values[0]}
+    for i, (value, index) in enumerate(zip(values, indices, strict=True), start=1):
+        row |= {f"top{i}": CLASSES[index], f"top{i}_probability": value}
+    return {k: round(v.item(), 6) if isinstance(v, Tensor) else v for k, v in row.items()}
+
+
+def format_predictions(rows: list[dict], top_k: int) -> str:
+    """The rows as a plain-text table: path, prediction, probability, the top k (or the error)."""
+    width = max(len("image"), *(len(r["path"]) for r in rows))
+    lines = [f"{'image':<{width}}  {'prediction':<10}  {'prob.':>6}  top {top_k}"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['path']:<{width}}  {'-':<10}  {'-':>6}  error: {r['error']}")
+            continue
+        ranked = ", ".join(
+            f"{r[f'top{i}']} {r[f'top{i}_probability']:.3f}" for i in range(1, top_k + 1)
+        )
+        lines.append(
+            f"{r['path']:<{width}}  {r['prediction']:<10}  {r['probability']:>6.3f}  {ranked}"
+        )
+    return "\n".join(lines)
+
+
+def predict(cfg: DictConfig, run_dir: Path) -> list[dict]:
+    """Label the image files `cfg.images` with the checkpoint `cfg.ckpt_path`.
+
+    Writes predictions.csv (path, prediction, probability, top-k classes and probabilities,
+    error) into `run_dir`, logs the same as a table, and returns the rows. A file that is not
+    an image gets a row with its error; the others are predicted.
+    """
+    ckpt_path = required(cfg, "ckpt_path", CKPT_EXAMPLE)
+    images_arg = required(cfg, "images", "images=photo.jpg, images=photos/ or 'images=[a.png,b/]'")
+    top_k, batch_size = cfg.top_k, cfg.batch_size
+    if not isinstance(top_k, int) or not 1 <= top_k <= len(CLASSES):
+        raise ConfigError(f"top_k={top_k!r} must be a whole number from 1 to {len(CLASSES)}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"batch_size={batch_size!r} must be a positive whole number")
+    if isinstance(images_arg, ListConfig):
+        images_arg = list(images_arg)
+    files = find_images(images_arg)
+    runtime.configure(cfg.compute)
+    module = load_classifier(ckpt_path)
+
+    images, errors, converted = [], {}, 0
+    for path in files:
+        try:
+            image, changed = read_image(path)
+        except DataError as e:
+            errors[path] = str(e)
+            continue
+        images.append(image)
+        converted += changed
+    if converted:
+        size = f"{INPUT_SIZE}x{INPUT_SIZE}"
+        log.warning(
+            "%d of %d images were not %s RGB: they were converted to RGB and resized to %s, "
+            "the network's input size (non-square images are stretched)",
+            *(converted, len(images), size, size),
+        )
+    probabilities = iter(())
+    if images:
+        trainer = inference_trainer(cfg.trainer, run_dir)
+        stacked = torch.stack(images)
+        probabilities = iter(predict_probabilities(module, stacked, trainer, batch_size))
+    rows = [
+        {"path": str(path), "error": errors[path]}
+        if path in errors
+        else _row(path, next(probabilities), top_k)
+        for path in files
+    ]
+
+    out = run_dir / PREDICTIONS_FILE
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=prediction_columns(top_k), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    log.info(
+        "%d of %d files predicted, %d unreadable; wrote %s\n%s",
+        len(images),
+        len(files),
+        len(errors),
+        out,
+        format_predictions(rows, top_k),
+    )
+    if not images:
+        log.warning("none of the %d files is a readable image", len(files))
+    return rows
