@@ -10,7 +10,6 @@ config). Evaluation runs the module's own test loop on the data module, so a fin
 import csv
 import logging
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,10 +27,6 @@ from cifar_cnn.published import CLASSES
 from cifar_cnn.runfiles import EVAL_FILE, LAST_CHECKPOINT, PREDICTIONS_FILE, write_json
 
 log = logging.getLogger("cifar_cnn")
-
-# Lightning 2.6 on recent torch warns about its own use of a deprecated pytree API (as in
-# training.py).
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 INPUT_SIZE = 32  # the network's input: 32x32 RGB, as CIFAR-10
 IMAGE_FORMATS = "JPEG, PNG, WebP and GIF"  # what torchvision.io.decode_image reads

@@ -2,6 +2,7 @@
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 
 import lightning as L
@@ -14,6 +15,14 @@ from torch import Tensor, nn
 from cifar_cnn.errors import TrainingDiverged
 from cifar_cnn.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
 from cifar_cnn.published import CLASSES
+
+# Warnings Lightning gives every run of this module that say nothing to its users:
+# its own use of a deprecated torch pytree API (Lightning 2.6 on recent torch),
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# the per-step logging interval (this module logs once per epoch),
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
+# and the deliberate `transfer_batch_to_device` override below.
+warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`")
 
 
 class CIFARClassifier(L.LightningModule):
@@ -157,11 +166,13 @@ class CIFARClassifier(L.LightningModule):
         self.log("test/final_recall", recall)
         for name, value in zip(CLASSES, per_class, strict=True):
             self.log(f"test_per_class/{name}", value)
-        if isinstance(self.logger, TensorBoardLogger):
-            from cifar_cnn.plots import confusion_matrix_figure  # matplotlib only when needed
+        # Every TensorBoard logger, wherever it stands among several (`logger=[csv,tensorboard]`).
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                from cifar_cnn.plots import confusion_matrix_figure  # matplotlib only when needed
 
-            figure = confusion_matrix_figure(matrix.tolist(), CLASSES)
-            self.logger.experiment.add_figure("test/confusion_matrix", figure, self.global_step)
+                figure = confusion_matrix_figure(matrix.tolist(), CLASSES)
+                logger.experiment.add_figure("test/confusion_matrix", figure, self.global_step)
 
     # --- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -8,7 +8,6 @@ The Hydra app (`cifar_cnn.train`), the benchmarks and the tests all call it.
 
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,10 +34,6 @@ from cifar_cnn.validate import validate_config
 
 log = logging.getLogger("cifar_cnn")
 
-# Lightning 2.6 on recent torch warns about its own use of a deprecated pytree API every run.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-# The module logs once per epoch, so Lightning's per-step logging interval does not apply.
-warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
 
 # Keys (and key prefixes) that may differ between a checkpoint and the run resuming from it:
 # they do not change what is computed. Every other key must match.

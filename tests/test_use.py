@@ -189,6 +189,17 @@ def test_logger_csv_writes_its_metrics_and_report_and_resume_do_not_need_tensorb
     assert checkpoint_to_resume(tmp_path, run_config, True, None) == str(checkpoint(tmp_path))
 
 
+def test_several_loggers_each_get_the_run_and_tensorboard_its_confusion_matrix(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(config([*FAST, "trainer.max_epochs=1", "logger=[csv,tensorboard]"]), tmp_path)
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert "test/confusion_matrix" in events.Tags()["images"]  # TensorBoard is not first
+    assert "test/final_recall" in events.Tags()["scalars"]
+
+
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [
