@@ -23,7 +23,8 @@ class TrainingDiverged(UserError):
         )
         self.epoch, self.loss = epoch, loss
 
-    def __reduce__(self):
-        # Parallel launchers (joblib's worker processes, submitit) pickle a failed job's error
-        # back to the sweep; the default would call __init__ with the message alone.
+    def __reduce__(self) -> tuple[type, tuple[int, float]]:
+        """Pickle by (epoch, loss): parallel launchers (joblib's worker processes, submitit)
+        send a failed job's error back to the sweep, and the default pickling would call
+        __init__ with the message alone."""
         return type(self), (self.epoch, self.loss)
