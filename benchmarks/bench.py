@@ -57,7 +57,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import BATCH, MODELS, ROOT, machine, spread, write_result
+from common import BATCH, MODELS, ROOT, machine, recorded_command, spread, write_result
 from startup import DATA_ENV, measure_startup, startup_data
 from workers import measure
 
@@ -340,8 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs, args.models, device)
     result = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": recorded_command(
+            "benchmarks/bench.py", argv if argv is not None else sys.argv[1:]
+        ),
         "device": device,
         "machine": machine(),
         "settings": {

@@ -199,6 +199,22 @@ def clock_callback(
     return Clock()
 
 
+def recorded_command(script: str, argv: list[str]) -> str:
+    """The command line for a results file, with paths outside the repository reduced to
+    their file names (they name this machine's folders, not something a reader has)."""
+
+    def local(arg: str) -> str:
+        key, eq, value = (
+            arg.rpartition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+        )
+        path = Path(value)
+        if path.is_absolute() and not path.resolve().is_relative_to(ROOT):
+            value = path.name
+        return f"{key}{eq}{value}"
+
+    return " ".join(["python", script, *(local(a) for a in argv)])
+
+
 def spread(values: list[float]) -> dict:
     """Median, minimum and maximum of `values`."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}

@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine, spread, write_result
+from common import ROOT, machine, recorded_command, spread, write_result
 from startup import DATA_ENV, _image_folder, is_archive, unpack
 
 from cifar_cnn.published import CLASSES, EPOCHS, STUDY_ORDER, TRAIN_SIZE
@@ -363,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs, args)
     result = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": "python benchmarks/grid.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": recorded_command(
+            "benchmarks/grid.py", argv if argv is not None else sys.argv[1:]
+        ),
         "device": device,
         "machine": {**machine(), "native_cpu_bf16": native_cpu_bf16()},
         "settings": {
