@@ -68,6 +68,21 @@ def test_the_report_reads_the_sweeps_of_every_launcher(sweeps, tmp_path):
     assert "- runs: 4 (4 finished)" in (pooled / "results.md").read_text()
 
 
+@pytest.mark.slow
+def test_a_job_that_fails_in_a_joblib_worker_records_it_and_the_other_job_finishes(tmp_path):
+    sweep = tmp_path / "sweep"
+    kept = [o for o in SWEEP if not o.startswith(("optimizer.lr", "trainer.gradient_clip", "seed"))]
+    args = [*LAUNCHERS["joblib"], *kept, "trainer.gradient_clip_val=null", "optimizer.lr=0.01,1e4"]
+    result = run_cli(["-m", *args, f"hydra.sweep.dir={sweep}"], check=False)
+    assert result.returncode != 0  # the sweep reports the failure at the end
+    assert "TrainingDiverged: training loss became" in result.stdout  # unpickled in the sweep
+    ok, diverged = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert (ok / "metrics.json").is_file()
+    failed = json.loads((diverged / "failed.json").read_text())
+    assert failed["epoch"] == 1 and "optimizer.lr=10000.0" in failed["overrides"]
+    assert "training loss became" in (diverged / "train.log").read_text()
+
+
 def child_processes(pid: int) -> list[int]:
     """The processes whose parent is `pid` (from /proc)."""
     children = []
