@@ -13,11 +13,13 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_cnn.errors import UserError
 from cifar_cnn.runtime import usable_cpus
+from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import ResumableOptunaSweeper
 
 log = logging.getLogger("cifar_cnn")
 
@@ -28,6 +30,10 @@ CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "co
 OmegaConf.register_new_resolver(
     "run_suffix", lambda overrides: f"_{overrides}" if overrides else "", replace=True
 )
+# The sweeper of hparams_search=optuna. Hydra finds plugins by scanning the hydra_plugins
+# namespace, which misses one installed in editable mode (pip install -e); registering it here
+# works in every install.
+Plugins.instance().register(ResumableOptunaSweeper)
 
 
 def compose_config(
@@ -65,6 +71,10 @@ def concurrent_jobs() -> int:
     n_jobs = launcher.get("n_jobs") or 1
     if n_jobs < 0:  # joblib's -1 is every CPU, -2 all but one, ...
         n_jobs += usable_cpus() + 1
+    # The Optuna sweeper (hparams_search=optuna) launches n_jobs trials at a time.
+    batch = (HydraConfig.get().sweeper or {}).get("n_jobs")
+    if isinstance(batch, int) and batch > 0:
+        n_jobs = min(n_jobs, batch)
     return max(1, n_jobs)
 
 

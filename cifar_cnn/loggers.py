@@ -81,7 +81,8 @@ def comparison_hparams(run_config: dict, experiment: str | None = None) -> dict:
 
 class HParamsSummary(Callback):
     """After testing, logs the run's defining hyperparameters with its final test recall and
-    accuracy (hp/test_recall, hp/test_accuracy) to every TensorBoard logger, so TensorBoard's
+    accuracy (hp/test_recall, hp/test_accuracy; with data.val_size also the final validation
+    recall, hp/val_recall) to every TensorBoard logger, so TensorBoard's
     HParams dashboard lists and sorts the runs of a sweep. Other loggers already have the
     whole config and test/final_recall."""
 
@@ -98,6 +99,8 @@ class HParamsSummary(Callback):
             "hp/test_recall": results["test_recall"],
             "hp/test_accuracy": results["test_accuracy"],
         }
+        if getattr(pl_module, "val_recall_per_epoch", None):
+            metrics["hp/val_recall"] = pl_module.val_recall_per_epoch[-1]
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(params, metrics, step=trainer.global_step)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from cifar_cnn.errors import TrainingDiverged
@@ -27,6 +28,10 @@ warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_devi
 
 class CIFARClassifier(L.LightningModule):
     """Trains `net` with cross-entropy; evaluates macro top-1 recall on the test set.
+
+    The per-epoch evaluation runs on the validation data: the test set, as in the study, or
+    with `data.val_size > 0` in `run_config` the held-out validation split, logged as
+    `val/recall` and recorded in `val_recall_per_epoch` (`eval_split` says which).
 
     `optimizer` builds the optimiser from the parameters (a Hydra `_partial_`); `run_config`,
     the resolved run configuration, is saved as hyperparameters (TensorBoard, checkpoints).
@@ -66,6 +71,10 @@ class CIFARClassifier(L.LightningModule):
         self.train_loss_per_epoch: list[float] = []
         self.test_recall_per_epoch: list[float] = []
         self.test_recall_epochs: list[int] = []
+        held_out = ((run_config or {}).get("data") or {}).get("val_size")
+        self.eval_split = "val" if held_out else "test"
+        self.val_recall_per_epoch: list[float] = []
+        self.val_recall_epochs: list[int] = []
         self.train_seconds = 0.0
         self.test_results: dict = {}
         self._epoch_started: float | None = None
@@ -124,7 +133,7 @@ class CIFARClassifier(L.LightningModule):
         self.log("train/loss", mean_loss, prog_bar=True)
         self.log("train/seconds", self.train_seconds)
 
-    # --- evaluation (the test set serves as validation, as in the study) ------------------
+    # --- evaluation (validation: the test set as in the study, or the data.val_size split) -
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         self.eval_confmat.update(self(images), labels)
@@ -149,10 +158,13 @@ class CIFARClassifier(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         _, recall, acc = self._epoch_recall()
-        self.test_recall_per_epoch.append(recall)
-        self.test_recall_epochs.append(self.current_epoch + 1)
-        self.log("test/recall", recall, prog_bar=True)
-        self.log("test/accuracy", acc)
+        # During fit, the epoch just trained; in trainer.validate after fit, the epochs done.
+        epoch = self.current_epoch + (self.trainer.state.fn != TrainerFn.VALIDATING)
+        split = self.eval_split
+        getattr(self, f"{split}_recall_per_epoch").append(recall)
+        getattr(self, f"{split}_recall_epochs").append(epoch)
+        self.log(f"{split}/recall", recall, prog_bar=True)
+        self.log(f"{split}/accuracy", acc)
 
     def on_test_epoch_end(self) -> None:
         matrix, recall, acc = self._epoch_recall()
@@ -180,6 +192,8 @@ class CIFARClassifier(L.LightningModule):
             "train_loss_per_epoch": self.train_loss_per_epoch,
             "test_recall_per_epoch": self.test_recall_per_epoch,
             "test_recall_epochs": self.test_recall_epochs,
+            "val_recall_per_epoch": self.val_recall_per_epoch,
+            "val_recall_epochs": self.val_recall_epochs,
             "train_seconds": self.train_seconds,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -190,6 +204,8 @@ class CIFARClassifier(L.LightningModule):
         self.train_loss_per_epoch = list(state.get("train_loss_per_epoch", []))
         self.test_recall_per_epoch = list(state.get("test_recall_per_epoch", []))
         self.test_recall_epochs = list(state.get("test_recall_epochs", []))
+        self.val_recall_per_epoch = list(state.get("val_recall_per_epoch", []))
+        self.val_recall_epochs = list(state.get("val_recall_epochs", []))
         self.train_seconds = state.get("train_seconds", 0.0)
         if self._trainer is None:  # load_from_checkpoint: leave this process's RNG alone
             return

@@ -5,6 +5,7 @@ any other overrides, seeds pooled; see cifar_cnn.sweep) and writes into `SWEEP_D
 `results.md` and `results.csv` (one row per configuration in the study's order: mean test
 recall over seeds, its spread, the published recall, and a verdict per ablation step) and the
 PNG figures of cifar_cnn.plots. Failed and unfinished runs are listed, never dropped.
+A search sweep (`hparams_search=optuna`) gets the report of cifar_cnn.search_report instead.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from cifar_cnn.published import (
     TRAIN_SIZE,
     PublishedRun,
 )
+from cifar_cnn.stats import NOISE_FACTOR, t_quantile
 from cifar_cnn.sweep import (
     DEFAULT_SWEEPS_ROOT,
-    NOISE_FACTOR,
     REPORT_DIR,
     Row,
     Run,
@@ -43,7 +44,6 @@ from cifar_cnn.sweep import (
     newest_sweep,
     precision_text,
     setup_notes,
-    t_quantile,
 )
 
 # --- formatting and tables ----------------------------------------------------------------------
@@ -316,6 +316,10 @@ def write_markdown(
 
 def write_report(sweep_dirs: Sequence[Path], out_dir: Path | None = None) -> Path:
     """Read the sweeps and write the report; returns the report directory."""
+    from cifar_cnn import search, search_report  # the search report builds on this module
+
+    if len(sweep_dirs) == 1 and search.is_search(sweep_dirs[0]):
+        return search_report.write_search_report(sweep_dirs[0], out_dir)
     runs, notes = collect_runs(sweep_dirs)
     rows = group_runs(runs)
     out_dir = out_dir or sweep_dirs[0] / REPORT_DIR

@@ -9,9 +9,7 @@ Lightning and Hydra.
 
 from __future__ import annotations
 
-import math
 import re
-import statistics
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -31,6 +29,7 @@ from cifar_cnn.runfiles import (
     TENSORBOARD_DIR,
     read_json,
 )
+from cifar_cnn.stats import Summary, compare
 
 DEFAULT_SWEEPS_ROOT = Path("outputs/multiruns")
 REPORT_DIR = "report"
@@ -40,16 +39,6 @@ NON_DEFINING_KEYS = frozenset((
     "data.eval_batch_size", "progress_bar_refresh", "checkpoint_every_n_epochs",
 ))  # fmt: skip
 NON_DEFINING_PREFIXES = ("hydra.", "compute.")
-# A step's effect counts as real when |difference of means| > NOISE_FACTOR x its standard error.
-NOISE_FACTOR = 2.0
-# Two-sided 95% quantiles of Student's t distribution, t(0.975, df); 1.960 beyond the table.
-T_975 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
-    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
-    25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000,
-    120: 1.980,
-}  # fmt: skip
 
 
 class ReportError(UserError):
@@ -237,43 +226,6 @@ def newest_sweep(root: Path = DEFAULT_SWEEPS_ROOT) -> Path:
 # --- statistics, grouping and verdicts ----------------------------------------------------------
 
 
-def t_quantile(df: int) -> float:
-    """t(0.975, df), from the table (the next smaller tabulated df: a slightly wider interval)."""
-    if df < 1:
-        raise ValueError("a t interval needs at least two values")
-    return T_975[max(k for k in T_975 if k <= df)] if df <= max(T_975) else 1.960
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Mean, sample standard deviation and 95% interval half-width of a few values."""
-
-    n: int
-    mean: float | None
-    sd: float | None  # None with fewer than two values
-    half_width: float | None  # t(0.975, n-1) * sd / sqrt(n)
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Summary:
-        """The summary of `values` (no spread below two values, no mean without any)."""
-        n = len(values)
-        if n < 2:
-            return cls(n, float(values[0]) if n else None, None, None)
-        sd = statistics.stdev(values)
-        return cls(n, statistics.fmean(values), sd, t_quantile(n - 1) * sd / math.sqrt(n))
-
-    @property
-    def standard_error(self) -> float | None:
-        return None if self.sd is None else self.sd / math.sqrt(self.n)
-
-    @property
-    def interval(self) -> tuple[float, float] | None:
-        """The 95% interval, clipped to [0, 1] (a recall lies there); None below two values."""
-        if self.half_width is None:
-            return None
-        return max(0.0, self.mean - self.half_width), min(1.0, self.mean + self.half_width)
-
-
 @dataclass(frozen=True)
 class Verdict:
     """How one ablation step (a row vs its parent row) came out on rerun."""
@@ -328,19 +280,7 @@ def judge(row: Row, parent: Row | None, published: PublishedRun) -> Verdict:
     published_diff = published.recall - BY_NAME[published.parent].recall
     if parent is None:
         return Verdict(published.parent, None, published_diff, None, "parent not in this sweep")
-    mine, theirs = row.summary, parent.summary
-    if mine.n == 0 or theirs.n == 0:
-        return Verdict(parent.label, None, published_diff, None, "no finished runs to compare")
-    diff = mine.mean - theirs.mean
-    if mine.sd is None or theirs.sd is None:
-        direction = "same" if diff * published_diff > 0 else "opposite"
-        verdict = f"cannot judge: one seed ({direction} direction)"
-        return Verdict(parent.label, diff, published_diff, None, verdict)
-    threshold = NOISE_FACTOR * math.hypot(mine.standard_error, theirs.standard_error)
-    if abs(diff) <= threshold:
-        verdict = "within noise"
-    else:
-        verdict = "holds" if diff * published_diff > 0 else "reversed"
+    diff, threshold, verdict = compare(row.summary, parent.summary, published_diff)
     return Verdict(parent.label, diff, published_diff, threshold, verdict)
 
 
@@ -422,9 +362,13 @@ def joined(values: Sequence) -> str:
 
 
 def data_text(run: Run) -> str:
-    """A finished run's data source and sizes: `synthetic (256 train / 100 test)`."""
+    """A finished run's data source and sizes: `synthetic (256 train / 100 test)`, or with a
+    validation split `synthetic (206 train / 50 val / 100 test)`."""
     data = run.metrics["data"]
-    return f"{data.get('source')} ({data.get('train_size')} train / {data.get('test_size')} test)"
+    sizes = [f"{data.get('train_size')} train", f"{data.get('test_size')} test"]
+    if data.get("val_size"):
+        sizes.insert(1, f"{data['val_size']} val")
+    return f"{data.get('source')} ({' / '.join(sizes)})"
 
 
 def precision_text(run: Run) -> str:

@@ -1,8 +1,10 @@
 """One training run, from a composed config to `metrics.json`, with no Hydra state.
 
 `train` validates the config, loads the data onto the device, builds the network, fits with
-periodic test-set evaluation, tests, and writes `metrics.json` into the run directory. A run
-directory that already holds `metrics.json` is skipped; one that holds a checkpoint resumes.
+periodic evaluation (on the test set, as the study did, or with `data.val_size` on the held-out
+validation split, also after the last epoch), tests once, and writes `metrics.json` into the
+run directory. A run directory that already holds `metrics.json` is skipped; one that holds a
+checkpoint resumes.
 The Hydra app (`cifar_cnn.train`), the benchmarks and the tests all call it.
 """
 
@@ -194,6 +196,9 @@ def train(
     )
     trainer = build_trainer(cfg, run_dir, [*callbacks, HParamsSummary(experiment)])
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    epochs = len(module.train_loss_per_epoch)
+    if module.eval_split == "val" and module.val_recall_epochs[-1:] != [epochs]:
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # val_recall: at the end
     trainer.test(module, datamodule=datamodule, verbose=False)
 
     metrics = {
@@ -203,16 +208,24 @@ def train(
         "train_loss_per_epoch": module.train_loss_per_epoch,
         "test_recall_per_epoch": module.test_recall_per_epoch,
         "test_recall_epochs": module.test_recall_epochs,
+        # With data.val_size: the validation recall after the last epoch (what a search
+        # optimises) and its curve; the test set is then evaluated once, above.
+        "val_recall": module.val_recall_per_epoch[-1] if module.val_recall_per_epoch else None,
+        "val_recall_per_epoch": module.val_recall_per_epoch,
+        "val_recall_epochs": module.val_recall_epochs,
         "params": count_parameters(net),
-        "epochs": len(module.train_loss_per_epoch),
+        "epochs": epochs,
         "train_seconds": module.train_seconds,
         "seed": cfg.seed,
         "data": {
             "source": cfg.data.source,
-            "train_size": len(datamodule.arrays["train_y"]),
-            "test_size": len(datamodule.arrays["test_y"]),
+            **{
+                f"{split}_size": len(datamodule.arrays[f"{split}_y"])
+                for split in ("train", "test", "val")  # val: only with data.val_size
+                if f"{split}_y" in datamodule.arrays
+            },
         },
-        "device": str(module.device),
+        "device": str(trainer.strategy.root_device),  # the module is back on the CPU by now
         "precision": str(cfg.trainer.precision),  # 32-true (the study's fp32), bf16-mixed, ...
         "threads": threads,
         "wall_seconds_this_process": time.perf_counter() - started,
@@ -220,8 +233,10 @@ def train(
     }
     write_json(finished, metrics)
     (run_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt of this run
+    held_out = metrics["val_recall"]
     log.info(
-        "test recall %.4f after %d epochs; wrote %s",
+        "%stest recall %.4f after %d epochs; wrote %s",
+        "" if held_out is None else f"validation recall {held_out:.4f}, ",
         metrics["test_recall"],
         metrics["epochs"],
         finished,

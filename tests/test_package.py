@@ -13,7 +13,7 @@ from helpers import REPO
 @pytest.mark.slow
 def test_the_wheel_ships_every_config_file(tmp_path):
     source = tmp_path / "source"  # a copy: building in place would leave build/ in the repo
-    for name in ("cifar_cnn", "conf"):
+    for name in ("cifar_cnn", "conf", "hydra_plugins"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
@@ -28,3 +28,5 @@ def test_the_wheel_ships_every_config_file(tmp_path):
         f"cifar_cnn/conf/{p.relative_to(REPO / 'conf')}" for p in REPO.glob("conf/**/*.yaml")
     }
     assert expected and shipped == expected
+    plugin = "hydra_plugins/cifar_cnn_search/resumable_optuna_sweeper.py"  # hparams_search=optuna
+    assert plugin in zipfile.ZipFile(wheel).namelist()

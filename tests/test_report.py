@@ -11,14 +11,8 @@ import pytest
 from cifar_cnn.plots import FIGURES
 from cifar_cnn.published import BY_NAME, PUBLISHED, STUDY_ORDER
 from cifar_cnn.report import main, write_report
-from cifar_cnn.sweep import (
-    ReportError,
-    Run,
-    Summary,
-    group_runs,
-    overrides_from_dirname,
-    t_quantile,
-)
+from cifar_cnn.stats import Summary, t_quantile
+from cifar_cnn.sweep import ReportError, Run, group_runs, overrides_from_dirname
 from helpers import FAST, REPO, run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
