@@ -15,7 +15,7 @@ ways, each in a fresh process (workers.py), alternating a b c a b c ... over sev
                the layers in the study's order (ReLU before max-pool), contiguous memory
                format, glibc malloc defaults, torch's default threads.
   b  cifar_cnn the project's path as a user runs it: the real Hydra config (composed as the
-               CLI does, `cifar_cnn.app.compose_config`), and `cifar_cnn.training.train`
+               CLI does, `cifar_cnn.app.compose_config`), and `cifar_cnn.training.run.train`
                itself (runtime settings, CIFAR10DataModule, CIFARClassifier, the Trainer from
                `build_trainer`), with one extra callback that reads the clock.
   c  plain     a plain PyTorch loop over the same device-resident batches (TensorBatches of
@@ -61,8 +61,8 @@ from common import BATCH, MODELS, ROOT, machine, recorded_command, spread, write
 from startup import DATA_ENV, measure_startup, startup_data
 from workers import measure
 
-from cifar_cnn.published import EPOCHS, STUDY_ORDER
-from cifar_cnn.published import TRAIN_SIZE as EPOCH_IMAGES
+from cifar_cnn.core.published import EPOCHS, STUDY_ORDER
+from cifar_cnn.core.published import TRAIN_SIZE as EPOCH_IMAGES
 
 TEST_IMAGES = 10_000  # CIFAR-10's test set, evaluated after every epoch in a real run
 MODES = {

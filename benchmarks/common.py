@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cifar_cnn.published import BY_NAME
+from cifar_cnn.core.published import BY_NAME
 
 if TYPE_CHECKING:
     import torch

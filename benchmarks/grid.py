@@ -48,8 +48,9 @@ from pathlib import Path
 from common import ROOT, machine, recorded_command, spread, write_result
 from startup import DATA_ENV, _image_folder, is_archive, unpack
 
-from cifar_cnn.published import CLASSES, EPOCHS, STUDY_ORDER, TRAIN_SIZE
-from cifar_cnn.runfiles import METRICS_FILE, read_json
+from cifar_cnn.core.cifar10 import CLASSES, TRAIN_SIZE
+from cifar_cnn.core.published import EPOCHS, STUDY_ORDER
+from cifar_cnn.core.runfiles import METRICS_FILE, read_json
 
 MODES = {
     "seq": "sequential, fp32 (today)",
@@ -106,7 +107,7 @@ def data_overrides(args: argparse.Namespace, work: Path) -> tuple[list[str], str
             f"data.synthetic_train_size={args.train_images}",
             f"data.synthetic_test_size={test}",
         ], f"synthetic, {args.train_images} train / {test} test images"
-    from cifar_cnn.data import load_arrays
+    from cifar_cnn.training.data import load_arrays
 
     root = subset_folder(args.data, args.train_images, work)
     arrays = load_arrays("folder", root)  # decoded and cached before any timing
@@ -269,7 +270,7 @@ def print_table(result: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from cifar_cnn.runtime import usable_cpus
+    from cifar_cnn.training.runtime import usable_cpus
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 experiments, tiny")
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from cifar_cnn.runtime import native_cpu_bf16
+    from cifar_cnn.training.runtime import native_cpu_bf16
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()

@@ -8,7 +8,7 @@ change of 0.1 ms. Here the network is Flatten + Linear(3072, 10), so a step is a
 host time, and both paths run alternately in one process on the CPU, `--rounds` times each:
 
   trainer  the project's CIFAR10DataModule, CIFARClassifier and the Trainer from
-           `cifar_cnn.training.build_trainer` (progress bar, TensorBoard logger, checkpoints)
+           `cifar_cnn.training.run.build_trainer` (progress bar, TensorBoard logger, checkpoints)
   plain    the loop of bench.py's (c) (common.plain_loop) over the same data module's batches
 
 The difference of the medians is what the Lightning machinery (loop, hooks, callbacks,
@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from hydra.utils import instantiate
 
-    from cifar_cnn import runtime
     from cifar_cnn.app import compose_config
-    from cifar_cnn.module import CIFARClassifier
-    from cifar_cnn.training import build_trainer
+    from cifar_cnn.training import runtime
+    from cifar_cnn.training.module import CIFARClassifier
+    from cifar_cnn.training.run import build_trainer
 
     overrides = data_overrides((args.warmup + args.steps) * BATCH, 250)
     cfg = compose_config(

@@ -95,7 +95,7 @@ def startup_data(data: Path | None) -> tuple[list[str], str]:
     root = _image_folder(unpacked)
     if root is None:
         raise ValueError(f"--data {data}: no {{train,test}}/<class>/ image folder in it")
-    from cifar_cnn.data import load_arrays
+    from cifar_cnn.training.data import load_arrays
 
     started = time.perf_counter()
     arrays = load_arrays("folder", root)  # decodes and caches on the first run only

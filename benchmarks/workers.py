@@ -47,7 +47,7 @@ def worker_study(args: argparse.Namespace, device: torch.device) -> dict:
     from torchvision import transforms
 
     from cifar_cnn.app import compose_config
-    from cifar_cnn.data import synthetic_arrays
+    from cifar_cnn.training.data import synthetic_arrays
 
     # the study's layer order (ReLU before max-pool)
     cfg = compose_config([f"experiment={args.model}", "model.pool_before_relu=false"])
@@ -75,9 +75,9 @@ def worker_study(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def worker_cifar_cnn(args: argparse.Namespace, device: torch.device) -> dict:
-    """(b) `cifar_cnn.training.train` on the composed config, plus a timing callback."""
+    """(b) `cifar_cnn.training.run.train` on the composed config, plus a timing callback."""
     from cifar_cnn.app import compose_config
-    from cifar_cnn.training import train
+    from cifar_cnn.training.run import train
 
     window = Window(args.warmup, args.steps, device)
     eval_seconds: dict[str, float] = {}
@@ -106,8 +106,8 @@ def worker_plain(args: argparse.Namespace, device: torch.device) -> dict:
     import torch
     from hydra.utils import instantiate
 
-    from cifar_cnn import runtime
     from cifar_cnn.app import compose_config
+    from cifar_cnn.training import runtime
 
     cfg = compose_config(
         [f"experiment={args.model}", *data_overrides(args.train_size, args.test_size), *args.set]

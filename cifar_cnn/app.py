@@ -17,8 +17,8 @@ from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_cnn.errors import UserError
-from cifar_cnn.runtime import usable_cpus
+from cifar_cnn.core.errors import UserError
+from cifar_cnn.training.runtime import usable_cpus
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import ResumableOptunaSweeper
 
 log = logging.getLogger("cifar_cnn")

@@ -2,15 +2,15 @@
 
 Rebuilds the network from the checkpoint alone, tests it on the configured test data and
 writes eval.json into its own run directory (outputs/evaluations/...). The only place that
-reads Hydra's state; `cifar_cnn.inference.evaluate` does the work.
+reads Hydra's state; `cifar_cnn.use.inference.evaluate` does the work.
 """
 
 import hydra
 from omegaconf import DictConfig
 
 from cifar_cnn import app
-from cifar_cnn.errors import UserError
-from cifar_cnn.inference import evaluate
+from cifar_cnn.core.errors import UserError
+from cifar_cnn.use.inference import evaluate
 
 
 @hydra.main(version_base="1.3", config_path=app.CONFIG_DIR, config_name="evaluate")

@@ -2,15 +2,15 @@
 
 PATH is an image file, a folder (searched recursively) or a list of them. Prints a table and
 writes predictions.csv into its own run directory (outputs/predictions/...). The only place
-that reads Hydra's state; `cifar_cnn.inference.predict` does the work.
+that reads Hydra's state; `cifar_cnn.use.inference.predict` does the work.
 """
 
 import hydra
 from omegaconf import DictConfig
 
 from cifar_cnn import app
-from cifar_cnn.errors import UserError
-from cifar_cnn.inference import predict
+from cifar_cnn.core.errors import UserError
+from cifar_cnn.use.inference import predict
 
 
 @hydra.main(version_base="1.3", config_path=app.CONFIG_DIR, config_name="predict")

@@ -1,211 +1,21 @@
-"""A hyperparameter search sweep (`hparams_search=optuna`): its trials, the best one, and the
-best one retrained beside the study's best; and the helper `make search` uses.
-
-A search sweep directory holds one directory per trial, named by its number in the Optuna
-study (`0/`, `1/`, ...), the study itself (`optuna.db`), the sweep's config (`multirun.yaml`,
-whose `hydra.sweeper.params` is the search space) and, once the sweeper has finished,
-`optimization_results.yaml`. `make search` adds `retrain/found/` (the best trial's settings
-over 3 seeds) and `retrain/study/` (the study's best configuration over the same seeds, at the
-same budget and on the same validation split), each a sweep of its own.
-
-    python -m cifar_cnn.search best-overrides SEARCH_DIR   # the best trial's searched settings
-
-cifar_cnn.search_report writes the report on it (`python -m cifar_cnn.report SEARCH_DIR`).
-Free of torch, Lightning and Hydra, like the rest of the report.
-"""
-
-from __future__ import annotations
+"""The search app: `python -m cifar_cnn.search best-overrides SEARCH_DIR`, the best trial's
+searched settings as overrides (cifar_cnn.analysis.trials reads the search)."""
 
 import argparse
-import re
-import sqlite3
 import sys
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from cifar_cnn.errors import UserError
-from cifar_cnn.published import PUBLISHED
-from cifar_cnn.sweep import ReportError, Row, Run, collect_runs, read_run
-
-STUDY_FILE = "optuna.db"  # the Optuna study, as conf/hparams_search/optuna.yaml stores it
-RESULTS_FILE = "optimization_results.yaml"  # written by the sweeper when it finishes
-SWEEP_CONFIG = "multirun.yaml"
-RETRAIN_DIR = "retrain"
-FOUND, STUDY = "found", "study"  # retrain/found: the best trial; retrain/study: the study's best
-# The study's best configuration (row 7, batchnorm), the one a search has to beat.
-STUDY_BEST = max(PUBLISHED, key=lambda run: run.recall).name
-# Command-line overrides that are a search dimension rather than a value.
-_SWEEP_VALUE = re.compile(r"^(choice|range|interval|tag)\(")
-
-
-@dataclass
-class Trial:
-    """One trial of a search: its run directory and the settings the sampler chose."""
-
-    number: int
-    run: Run
-    params: dict[str, str]  # searched key -> the value this trial ran with
-    state: str | None = None  # the study's state of the trial (COMPLETE, FAIL, RUNNING, ...)
-
-    def score(self, key: str) -> float | None:
-        """The trial's `val_recall` or `test_recall`; None unless it finished."""
-        if self.run.status != "finished":
-            return None
-        return self.run.metrics.get(key)
-
-
-@dataclass
-class Search:
-    """What a search sweep directory holds."""
-
-    path: Path
-    space: dict[str, str]  # searched key -> its distribution, as configured
-    sweeper: dict  # the sweeper's settings from multirun.yaml (sampler, n_trials, ...)
-    trials: list[Trial]
-    study_states: Counter | None  # trials of the stored study by state; None without one
-    found: Row | None  # the best trial retrained over seeds (retrain/found)
-    study_best: Row | None  # the study's best configuration retrained (retrain/study)
-
-    @property
-    def objective(self) -> str:
-        """The metrics.json key the search maximised: `val_recall` on a validation split, else
-        `test_recall` (a search with data.val_size=0, optimistically scored)."""
-        finished = [t for t in self.trials if t.run.status == "finished"]
-        if finished and all(t.score("val_recall") is None for t in finished):
-            return "test_recall"
-        return "val_recall"
-
-    def ranked(self) -> list[Trial]:
-        """Trials best first by the objective; then the failed and unfinished ones in order."""
-        scored = [t for t in self.trials if t.score(self.objective) is not None]
-        rest = [t for t in self.trials if t not in scored]
-        return sorted(scored, key=lambda t: -t.score(self.objective)) + rest
-
-    @property
-    def best(self) -> Trial | None:
-        ranked = self.ranked()
-        return ranked[0] if ranked and ranked[0].score(self.objective) is not None else None
-
-    def retrained_trial(self) -> Trial | None:
-        """The trial whose settings every finished run of `retrain/found/` has."""
-        runs = self.found.finished if self.found else []
-        matches = (
-            t
-            for t in self.trials
-            if t.params
-            and runs
-            and all(r.overrides.get(k) == v for r in runs for k, v in t.params.items())
-        )
-        return next(matches, None)
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-
-def _sweep_config(sweep_dir: Path) -> dict:
-    """The sweep's config (multirun.yaml), or the first trial's Hydra config; {} without."""
-    candidates = [sweep_dir / SWEEP_CONFIG, *sorted(sweep_dir.glob("[0-9]*/.hydra/hydra.yaml"))]
-    for path in candidates:
-        try:
-            config = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        return config if path.name == SWEEP_CONFIG else {"hydra": config.get("hydra", {})}
-    return {}
-
-
-def is_search(sweep_dir: Path) -> bool:
-    """Whether `sweep_dir` is an Optuna search (its study, its results, or its sweeper)."""
-    if (sweep_dir / STUDY_FILE).is_file() or (sweep_dir / RESULTS_FILE).is_file():
-        return True
-    if not (sweep_dir / SWEEP_CONFIG).is_file():
-        return False
-    target = str(_sweep_config(sweep_dir).get("hydra", {}).get("sweeper", {}).get("_target_"))
-    return "optuna" in target.lower()
-
-
-def search_space(config: dict) -> dict[str, str]:
-    """Searched key -> distribution: the sweeper's params, plus sweep-valued command-line
-    overrides (`optimizer.lr=interval(0.001,0.1)`)."""
-    hydra = config.get("hydra", {})
-    space = {str(k): str(v) for k, v in (hydra.get("sweeper", {}).get("params") or {}).items()}
-    for item in hydra.get("overrides", {}).get("task") or []:
-        key, _, value = str(item).partition("=")
-        if _SWEEP_VALUE.match(value):
-            space[key.lstrip("+~")] = value
-    return space
-
-
-def study_states(sweep_dir: Path) -> tuple[Counter | None, dict[int, str]]:
-    """The stored study's trials by state, and each trial number's state; (None, {}) without
-    a readable study. Read with sqlite3 alone (the `trials` table of Optuna's schema)."""
-    path = sweep_dir / STUDY_FILE
-    if not path.is_file():
-        return None, {}
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT number, state FROM trials").fetchall()
-    except sqlite3.Error:
-        return None, {}
-    return Counter(state for _, state in rows), {int(n): str(s) for n, s in rows}
-
-
-def _retrained(sweep_dir: Path, name: str, experiment: str | None) -> Row | None:
-    path = sweep_dir / RETRAIN_DIR / name
-    if not path.is_dir():
-        return None
-    try:
-        runs, _ = collect_runs([path])
-    except ReportError:
-        return None
-    return Row(experiment, {}, runs)
-
-
-def read_search(sweep_dir: Path) -> Search:
-    """The trials of a search sweep directory, best first, with the retrained comparison."""
-    if not sweep_dir.is_dir():
-        raise ReportError(f"{sweep_dir}: no such directory (pass a search sweep directory)")
-    config = _sweep_config(sweep_dir)
-    space = search_space(config)
-    counts, states = study_states(sweep_dir)
-    trial_dirs = sorted(
-        (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
-        key=lambda p: int(p.name),
-    )
-    trials = []
-    for path in trial_dirs:
-        run = read_run(path, path.name)
-        params = {k: run.overrides[k] for k in space if k in run.overrides}
-        trials.append(Trial(int(path.name), run, params, states.get(int(path.name))))
-    if not trials:
-        raise ReportError(
-            f"{sweep_dir} holds no trials (directories 0/, 1/, ...); start the search with "
-            "python -m cifar_cnn.train -m hparams_search=optuna hydra.sweep.dir=DIR, or make "
-            "search"
-        )
-    found = _retrained(sweep_dir, FOUND, None)
-    study_best = _retrained(sweep_dir, STUDY, STUDY_BEST)
-    sweeper = config.get("hydra", {}).get("sweeper") or {}
-    return Search(sweep_dir, space, sweeper, trials, counts, found, study_best)
-
-
-def best_overrides(sweep_dir: Path) -> list[str]:
-    """The best trial's searched settings as overrides (`key=value`), to retrain it."""
-    search = read_search(sweep_dir)
-    if search.best is None:
-        raise ReportError(f"{sweep_dir}: no trial has finished yet, so there is no best trial")
-    if not search.space:
-        raise ReportError(f"{sweep_dir}: no search space found ({SWEEP_CONFIG} is missing)")
-    return [f"{k}={v}" for k, v in search.best.params.items()]
+from cifar_cnn.analysis.trials import best_overrides
+from cifar_cnn.core.errors import UserError
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m cifar_cnn.search best-overrides SEARCH_DIR`."""
-    parser = argparse.ArgumentParser(prog="python -m cifar_cnn.search", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m cifar_cnn.search",
+        description="A hyperparameter search sweep (hparams_search=optuna).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     best = commands.add_parser(
         "best-overrides", help="print the best trial's searched settings as key=value overrides"

@@ -1,14 +1,14 @@
 """The training app: `python -m cifar_cnn.train [-m] [experiment=NAME] [key=value ...]`.
 
-The only place that reads Hydra's state; `cifar_cnn.training.train` does the run.
+The only place that reads Hydra's state; `cifar_cnn.training.run.train` does the run.
 """
 
 import hydra
 from omegaconf import DictConfig
 
 from cifar_cnn import app
-from cifar_cnn.errors import TrainingDiverged, UserError
-from cifar_cnn.training import record_failure, train
+from cifar_cnn.core.errors import TrainingDiverged, UserError
+from cifar_cnn.training.run import record_failure, train
 
 
 @hydra.main(version_base="1.3", config_path=app.CONFIG_DIR, config_name="config")

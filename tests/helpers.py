@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 from torchvision.io import write_png
 
 from cifar_cnn.app import compose_config
-from cifar_cnn.data import BATCHES_DIR, TEST_BATCHES, TRAIN_BATCHES
-from cifar_cnn.published import CLASSES
+from cifar_cnn.core.cifar10 import CLASSES
+from cifar_cnn.training.data import BATCHES_DIR, TEST_BATCHES, TRAIN_BATCHES
 
 REPO = Path(__file__).resolve().parents[1]
 # Overrides that make a run take a second or two on CPU. With the gradient norm clipped, the

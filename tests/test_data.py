@@ -3,7 +3,8 @@ import pickle
 import pytest
 import torch
 
-from cifar_cnn.data import (
+from cifar_cnn.core.errors import ConfigError, DataError
+from cifar_cnn.training.data import (
     BATCHES_DIR,
     CACHE_NAME,
     CIFAR10DataModule,
@@ -11,7 +12,6 @@ from cifar_cnn.data import (
     normalise,
     synthetic_arrays,
 )
-from cifar_cnn.errors import ConfigError, DataError
 from helpers import make_folder, make_pickles
 
 

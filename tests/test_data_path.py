@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cifar_cnn.data import CIFAR10DataModule
+from cifar_cnn.training.data import CIFAR10DataModule
 
 TRAIN_SIZE, BATCH_SIZE, SEED = 200, 64, 7  # 200 = 3 x 64 + 8: the last batch is partial
 

@@ -13,10 +13,10 @@ import torch
 from omegaconf import OmegaConf
 from torchvision.io import write_png
 
-from cifar_cnn.data import BATCHES_DIR, CACHE_NAME, load_arrays
-from cifar_cnn.errors import ConfigError, DataError
-from cifar_cnn.training import checkpoint_mismatches
-from cifar_cnn.validate import validate_config
+from cifar_cnn.core.errors import ConfigError, DataError
+from cifar_cnn.training.config_checks import validate_config
+from cifar_cnn.training.data import BATCHES_DIR, CACHE_NAME, load_arrays
+from cifar_cnn.training.run import checkpoint_mismatches
 from helpers import FAST, REPO, config, make_folder, make_pickles, run_cli
 
 

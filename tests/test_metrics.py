@@ -1,7 +1,7 @@
 import torch
 from torchmetrics.classification import MulticlassRecall
 
-from cifar_cnn.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
+from cifar_cnn.training.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
 
 
 def test_macro_recall_equals_a_hand_computed_value():

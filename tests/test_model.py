@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cifar_cnn.errors import ConfigError
-from cifar_cnn.model import CNN, count_parameters, feature_map_sizes, layer_summary
+from cifar_cnn.core.errors import ConfigError
+from cifar_cnn.training.model import CNN, count_parameters, feature_map_sizes, layer_summary
 
 # docs/STUDY.md's table, Figure 1's order: (layer, output shape without batch, params)
 PUBLISHED = [

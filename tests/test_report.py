@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cifar_cnn.plots import FIGURES
-from cifar_cnn.published import BY_NAME, PUBLISHED, STUDY_ORDER
-from cifar_cnn.report import main, write_report
-from cifar_cnn.stats import Summary, t_quantile
-from cifar_cnn.sweep import ReportError, Run, group_runs, overrides_from_dirname
+from cifar_cnn.analysis.plots import FIGURES
+from cifar_cnn.analysis.runs import ReportError, Run, group_runs, overrides_from_dirname
+from cifar_cnn.analysis.stats import Summary, t_quantile
+from cifar_cnn.core.published import BY_NAME, PUBLISHED, STUDY_ORDER
+from cifar_cnn.report import main, write_sweep_report
 from helpers import FAST, REPO, run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,7 +33,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(sweep: Path) -> Path:
-    return write_report([sweep])
+    return write_sweep_report([sweep])
 
 
 def copy_sweep(sweep: Path, tmp_path: Path) -> Path:
@@ -161,7 +161,7 @@ def test_runs_without_metrics_are_listed_not_dropped(sweep: Path, tmp_path: Path
     bare = copy / ("5_" + killed.name.partition("_")[2].replace("seed=1", "seed=3"))
     bare.mkdir()
 
-    report = write_report([copy])
+    report = write_sweep_report([copy])
     rows = {row["experiment"]: row for row in read_csv(report)}
     assert (rows["default"]["runs_finished"], rows["default"]["runs_total"]) == ("2", "3")
     assert rows["default"]["runs_failed"] == "1"
@@ -194,7 +194,7 @@ def test_mixed_epochs_and_data_are_reported(sweep: Path, tmp_path: Path) -> None
     metrics["train_loss_per_epoch"].append(2.2)
     metrics["data"]["source"] = "folder"
     path.write_text(json.dumps(metrics))
-    markdown = (write_report([copy]) / "results.md").read_text()
+    markdown = (write_sweep_report([copy]) / "results.md").read_text()
     assert "This sweep mixes epoch counts: 2 epochs (3 runs), 3 epochs (1 run)" in markdown
     assert "This sweep mixes data sources" in markdown
     assert "| 2 / 3 |" in markdown  # the default row's epochs
@@ -206,7 +206,7 @@ def test_a_folder_of_single_runs_leaves_out_other_folders(sweep: Path, tmp_path:
     for run_dir in sorted(sweep.glob("*seed=0*")):
         shutil.copytree(run_dir, runs / run_dir.name)
     (runs / "notes").mkdir()
-    markdown = (write_report([runs]) / "results.md").read_text()
+    markdown = (write_sweep_report([runs]) / "results.md").read_text()
     assert "1 subdirectories without run files were left out: notes." in markdown
     assert "`notes`" not in section(markdown, "Failed and unfinished runs")
     assert [row["runs_total"] for row in read_csv(runs / "report")] == ["1", "1"]
@@ -217,10 +217,10 @@ def test_a_folder_of_single_runs_leaves_out_other_folders(sweep: Path, tmp_path:
 
 def test_missing_or_empty_sweep_gives_a_clear_error(tmp_path: Path, capsys) -> None:
     with pytest.raises(ReportError, match="no such directory"):
-        write_report([tmp_path / "missing"])
+        write_sweep_report([tmp_path / "missing"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportError, match="holds no runs"):
-        write_report([tmp_path / "empty"])
+        write_sweep_report([tmp_path / "empty"])
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "missing")])
     assert "error:" in str(exit_info.value.code)

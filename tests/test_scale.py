@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from cifar_cnn import runtime
-from cifar_cnn.data import CACHE_NAME, load_arrays
-from cifar_cnn.errors import ConfigError, TrainingDiverged
-from cifar_cnn.report import write_report
-from cifar_cnn.sweep import Run, group_runs, setup_notes
-from cifar_cnn.training import train
-from cifar_cnn.validate import validate_config
+from cifar_cnn.analysis.runs import Run, group_runs, setup_notes
+from cifar_cnn.core.errors import ConfigError, TrainingDiverged
+from cifar_cnn.report import write_sweep_report
+from cifar_cnn.training import runtime
+from cifar_cnn.training.config_checks import validate_config
+from cifar_cnn.training.data import CACHE_NAME, load_arrays
+from cifar_cnn.training.run import train
 from helpers import FAST, REPO, config, make_folder, run_cli
 
 SWEEP = [*FAST, "seed=0,1", "trainer.max_epochs=1", "data.synthetic_train_size=256"]
@@ -61,10 +61,10 @@ def test_a_parallel_launcher_writes_a_run_directory_per_job(sweeps, launcher):
 @pytest.mark.slow
 def test_the_report_reads_the_sweeps_of_every_launcher(sweeps, tmp_path):
     for sweep_dir in sweeps.values():  # one report each (submitit's .submitit/ is no job)
-        markdown = (write_report([sweep_dir]) / "results.md").read_text()
+        markdown = (write_sweep_report([sweep_dir]) / "results.md").read_text()
         assert "- runs: 2 (2 finished); seeds: 0, 1" in markdown
         assert "- precision: 32-true" in markdown
-    pooled = write_report(list(sweeps.values()), tmp_path / "pooled")
+    pooled = write_sweep_report(list(sweeps.values()), tmp_path / "pooled")
     assert "- runs: 4 (4 finished)" in (pooled / "results.md").read_text()
 
 
@@ -127,13 +127,13 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_checkpoint(tm
 CHILD = """
 import hashlib, json, logging, sys, time
 from pathlib import Path
-from cifar_cnn.data import load_arrays
+from cifar_cnn.training.data import load_arrays
 
 messages = []
 handler = logging.Handler()
 handler.emit = lambda record: messages.append(record.getMessage())
-logging.getLogger("cifar_cnn.data").addHandler(handler)
-logging.getLogger("cifar_cnn.data").setLevel(logging.INFO)
+logging.getLogger("cifar_cnn.training.data").addHandler(handler)
+logging.getLogger("cifar_cnn.training.data").setLevel(logging.INFO)
 root, ready, go = (Path(a) for a in sys.argv[1:4])
 ready.touch()
 while not go.exists():
@@ -191,7 +191,7 @@ def test_a_bf16_run_on_cpu_finishes_and_records_its_precision(tmp_path):
 
 
 def test_emulated_bf16_is_warned_about_naming_the_setting(monkeypatch, caplog):
-    caplog.set_level(logging.WARNING, logger="cifar_cnn.runtime")
+    caplog.set_level(logging.WARNING, logger="cifar_cnn.training.runtime")
     monkeypatch.setattr(runtime, "native_cpu_bf16", lambda: False)
     runtime.check_precision("bf16-mixed", "cpu")
     assert "trainer.precision=bf16-mixed" in caplog.text and "emulated" in caplog.text

@@ -17,11 +17,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cifar_cnn.analysis.stats import NOISE_FACTOR
+from cifar_cnn.analysis.trials import STUDY_BEST, best_overrides, is_search, read_search
 from cifar_cnn.app import compose_config
-from cifar_cnn.report import write_report
-from cifar_cnn.search import STUDY_BEST, best_overrides, is_search, main, read_search
-from cifar_cnn.stats import NOISE_FACTOR
-from cifar_cnn.validate import validate_config
+from cifar_cnn.report import write_sweep_report
+from cifar_cnn.search import main
+from cifar_cnn.training.config_checks import validate_config
 from helpers import FAST, REPO, run_cli
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import (
     _FailureLimit,
@@ -197,7 +198,7 @@ def test_best_overrides_prints_them_and_refuses_a_search_without_a_finished_tria
 
 
 def test_the_report_lists_the_trials_and_says_validation_recall_selected(search_dir: Path):
-    text = (write_report([search_dir]) / "results.md").read_text()
+    text = (write_sweep_report([search_dir]) / "results.md").read_text()
     assert "**Validation recall selected.**" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "0." in line]
     assert [row.split(" | ")[1] for row in rows] == ["**2** ★", "0", "1", "3"]
@@ -213,7 +214,7 @@ def test_the_report_compares_the_retrained_best_with_the_study_s_best(search_dir
     best = best_overrides(search_dir)
     _retrain(search_dir, "found", best, [0.60, 0.62, 0.64])
     _retrain(search_dir, "study", [f"experiment={STUDY_BEST}"], [0.50, 0.52, 0.54])
-    text = (write_report([search_dir]) / "results.md").read_text()
+    text = (write_sweep_report([search_dir]) / "results.md").read_text()
     threshold = NOISE_FACTOR * math.hypot(0.02 / math.sqrt(3), 0.02 / math.sqrt(3))
     assert f"| +0.1000 | {threshold:.4f} | **holds** |" in text
     assert "search's best, trial 2: dropout=0.3, lr=0.01 | 0 / 1 / 2 | 0.6200 | 0.0200" in text
@@ -224,7 +225,7 @@ def test_the_report_compares_the_retrained_best_with_the_study_s_best(search_dir
 def test_the_report_flags_retrained_runs_of_another_trial(search_dir: Path):
     _retrain(search_dir, "found", ["model.dropout=0.1", "optimizer.lr=0.01"], [0.5, 0.51, 0.52])
     _retrain(search_dir, "study", [f"experiment={STUDY_BEST}"], [0.50, 0.52, 0.54])
-    text = (write_report([search_dir]) / "results.md").read_text()
+    text = (write_sweep_report([search_dir]) / "results.md").read_text()
     assert "search's best, trial 0:" in text and "**within noise**" in text
     assert "does not hold the best trial's settings" in text and "retrain trial 2" in text
 
@@ -235,7 +236,7 @@ def test_a_search_without_a_validation_split_says_test_recall_selected(search_di
         path.write_text(json.dumps({**metrics, "val_recall": None}))
     search = read_search(search_dir)
     assert search.objective == "test_recall" and search.best.number == 0
-    text = (write_report([search_dir]) / "results.md").read_text()
+    text = (write_sweep_report([search_dir]) / "results.md").read_text()
     assert "**Test recall selected**" in text and "optimistic" in text
 
 
@@ -287,7 +288,7 @@ def test_a_tiny_search_survives_a_failing_trial_and_resumes_to_its_total(tmp_pat
     val_recalls = [json.loads(p.read_text())["val_recall"] for p in sweep.glob("*/metrics.json")]
     assert best["best_value"] == pytest.approx(max(val_recalls))  # the app returned val recall
 
-    text = (write_report([sweep]) / "results.md").read_text()
+    text = (write_sweep_report([sweep]) / "results.md").read_text()
     for number in range(4):
         assert f"| {number} |" in text or f"| **{number}** ★ |" in text
     assert "unfinished (study: running)" in text and "**failed**: ConfigError" in text

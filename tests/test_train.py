@@ -4,9 +4,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from cifar_cnn.model import count_parameters
-from cifar_cnn.published import STUDY_ORDER
-from cifar_cnn.training import train
+from cifar_cnn.core.published import STUDY_ORDER
+from cifar_cnn.training.model import count_parameters
+from cifar_cnn.training.run import train
 from helpers import FAST, config, make_folder, run_cli
 
 

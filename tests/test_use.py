@@ -15,15 +15,15 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from cifar_cnn.analysis.runs import read_run
 from cifar_cnn.app import compose_config
-from cifar_cnn.data import normalise
-from cifar_cnn.errors import ConfigError, DataError
-from cifar_cnn.inference import evaluate, find_images, load_classifier, predict, read_image
-from cifar_cnn.loggers import build_loggers
-from cifar_cnn.module import CIFARClassifier
-from cifar_cnn.published import CLASSES
-from cifar_cnn.sweep import read_run
-from cifar_cnn.training import checkpoint_to_resume, train
+from cifar_cnn.core.cifar10 import CLASSES
+from cifar_cnn.core.errors import ConfigError, DataError
+from cifar_cnn.training.data import normalise
+from cifar_cnn.training.loggers import build_loggers
+from cifar_cnn.training.module import CIFARClassifier
+from cifar_cnn.training.run import checkpoint_to_resume, train
+from cifar_cnn.use.inference import evaluate, find_images, load_classifier, predict, read_image
 from helpers import FAST, config, run_cli
 
 # Batch norm and dropout make evaluation mode matter; two epochs leave the recall short of 1,

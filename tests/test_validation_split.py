@@ -4,7 +4,7 @@ images, the test set evaluated once at the end, `val_recall` in metrics.json."""
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from cifar_cnn.training import train
+from cifar_cnn.training.run import train
 from helpers import FAST, config
 
 

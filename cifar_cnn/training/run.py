@@ -20,19 +20,19 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_cnn import runtime
-from cifar_cnn.errors import ConfigError
-from cifar_cnn.loggers import HParamsSummary, build_loggers
-from cifar_cnn.model import count_parameters, layer_summary
-from cifar_cnn.module import CIFARClassifier
-from cifar_cnn.runfiles import (
+from cifar_cnn.core.errors import ConfigError
+from cifar_cnn.core.runfiles import (
     FAILED_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
     read_json,
     write_json,
 )
-from cifar_cnn.validate import validate_config
+from cifar_cnn.training import runtime
+from cifar_cnn.training.config_checks import validate_config
+from cifar_cnn.training.loggers import HParamsSummary, build_loggers
+from cifar_cnn.training.model import count_parameters, layer_summary
+from cifar_cnn.training.module import CIFARClassifier
 
 log = logging.getLogger("cifar_cnn")
 

@@ -12,12 +12,7 @@ SOURCE = (
     '"Image Classification using CNNs", KTH EQ2425 course project (2022); '
     "numbers as restated in docs/STUDY.md"
 )
-# CIFAR-10's classes in label order (0 = airplane, ..., 9 = truck).
-CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
 EPOCHS = 300
-TRAIN_SIZE = 50_000
 
 
 @dataclass(frozen=True)

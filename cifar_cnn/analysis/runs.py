@@ -3,8 +3,8 @@
 Reads every job directory of one or more sweeps (metrics.json, failed.json, or neither),
 groups the runs by configuration (the experiment and any other overrides, seeds pooled),
 summarises each group's test recall over seeds and judges each ablation step against the
-published one. cifar_cnn.report writes it out; cifar_cnn.plots draws it. Free of torch,
-Lightning and Hydra.
+published one. cifar_cnn.analysis.tables writes it out; cifar_cnn.analysis.plots draws
+it. Free of torch, Lightning and Hydra.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from cifar_cnn.errors import UserError
-from cifar_cnn.published import BY_NAME, STUDY_ORDER, PublishedRun
-from cifar_cnn.runfiles import (
+from cifar_cnn.analysis.stats import Summary, compare
+from cifar_cnn.core.errors import UserError
+from cifar_cnn.core.published import BY_NAME, STUDY_ORDER, PublishedRun
+from cifar_cnn.core.runfiles import (
     FAILED_FILE,
     HYDRA_DIR,
     LAST_CHECKPOINT,
@@ -29,7 +30,6 @@ from cifar_cnn.runfiles import (
     TENSORBOARD_DIR,
     read_json,
 )
-from cifar_cnn.stats import Summary, compare
 
 DEFAULT_SWEEPS_ROOT = Path("outputs/multiruns")
 REPORT_DIR = "report"

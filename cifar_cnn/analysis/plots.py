@@ -13,8 +13,10 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from cifar_cnn.published import CLASSES, EPOCHS
-from cifar_cnn.sweep import Row
+from cifar_cnn.analysis.runs import Row
+from cifar_cnn.core.cifar10 import CLASSES
+from cifar_cnn.core.confusion_figure import confusion_matrix_figure
+from cifar_cnn.core.published import EPOCHS
 
 # The report's figures: file name -> caption in results.md.
 FIGURES = {
@@ -28,30 +30,6 @@ FIGURES = {
     "confusion_best.png": "Confusion matrix of the best configuration (summed over its seeds)",
 }
 Curve = tuple[list[int], list[float]]  # epochs, values
-
-
-def confusion_matrix_figure(
-    matrix: Sequence[Sequence[int]],
-    classes: Sequence[str],
-    title: str = "Confusion matrix (test set)",
-) -> Figure:
-    """Counts per (true class, predicted class), each row also shown as recall in the cell."""
-    fig = Figure(figsize=(7, 6), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
-    for i, row in enumerate(matrix):
-        total = max(sum(row), 1)
-        for j, count in enumerate(row):
-            share = count / total
-            colour = "white" if share > 0.5 else "black"
-            ax.text(j, i, f"{share:.2f}", ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="images")
-    return fig
 
 
 def wrapped(label: str, width: int) -> str:

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
-from cifar_cnn.errors import ConfigError
+from cifar_cnn.core.errors import ConfigError
 
 # Loggers whose package is an optional extra: class name -> (package to import, extra).
 OPTIONAL_PACKAGES = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow")}

@@ -17,8 +17,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from cifar_cnn.errors import ConfigError, DataError
-from cifar_cnn.published import CLASSES
+from cifar_cnn.core.cifar10 import CLASSES
+from cifar_cnn.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

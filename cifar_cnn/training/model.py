@@ -6,12 +6,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cifar_cnn.errors import ConfigError
+from cifar_cnn.core.cifar10 import IMAGE_SIZE, NUM_CLASSES
+from cifar_cnn.core.errors import ConfigError
 
 FILTER_PRESETS = {"small": [24, 48, 96], "large": [64, 128, 256]}
 ACTIVATIONS = ("relu", "leaky_relu")
-IMAGE_SIZE = 32
-NUM_CLASSES = 10
 
 
 def resolve_filters(filters: str | Sequence[int]) -> list[int]:

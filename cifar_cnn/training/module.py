@@ -13,9 +13,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from cifar_cnn.errors import TrainingDiverged
-from cifar_cnn.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
-from cifar_cnn.published import CLASSES
+from cifar_cnn.core.cifar10 import CLASSES
+from cifar_cnn.core.errors import TrainingDiverged
+from cifar_cnn.training.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
 
 # Warnings Lightning gives every run of this module that say nothing to its users:
 # its own use of a deprecated torch pytree API (Lightning 2.6 on recent torch),
@@ -181,7 +181,9 @@ class CIFARClassifier(L.LightningModule):
         # Every TensorBoard logger, wherever it stands among several (`logger=[csv,tensorboard]`).
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
-                from cifar_cnn.plots import confusion_matrix_figure  # matplotlib only when needed
+                from cifar_cnn.core.confusion_figure import (
+                    confusion_matrix_figure,  # matplotlib if needed
+                )
 
                 figure = confusion_matrix_figure(matrix.tolist(), CLASSES)
                 logger.experiment.add_figure("test/confusion_matrix", figure, self.global_step)

@@ -2,9 +2,9 @@
 
 from omegaconf import DictConfig, ListConfig
 
-from cifar_cnn.data import SOURCES
-from cifar_cnn.errors import ConfigError
-from cifar_cnn.model import ACTIVATIONS, FILTER_PRESETS, feature_map_sizes, resolve_filters
+from cifar_cnn.core.errors import ConfigError
+from cifar_cnn.training.data import SOURCES
+from cifar_cnn.training.model import ACTIVATIONS, FILTER_PRESETS, feature_map_sizes, resolve_filters
 
 
 def _is_int(value: object) -> bool:

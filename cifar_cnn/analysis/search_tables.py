@@ -13,9 +13,10 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from cifar_cnn.published import BY_NAME, EPOCHS, TRAIN_SIZE
-from cifar_cnn.report import _md_table, fmt, fmt_duration
-from cifar_cnn.search import (
+from cifar_cnn.analysis.runs import REPORT_DIR, Row, Run, data_text, joined
+from cifar_cnn.analysis.stats import NOISE_FACTOR, Summary, compare
+from cifar_cnn.analysis.text import fmt, fmt_duration, md_table
+from cifar_cnn.analysis.trials import (
     FOUND,
     RETRAIN_DIR,
     STUDY,
@@ -25,8 +26,8 @@ from cifar_cnn.search import (
     Trial,
     read_search,
 )
-from cifar_cnn.stats import NOISE_FACTOR, Summary, compare
-from cifar_cnn.sweep import REPORT_DIR, Row, Run, data_text, joined
+from cifar_cnn.core.cifar10 import TRAIN_SIZE
+from cifar_cnn.core.published import BY_NAME, EPOCHS
 
 
 def _value(text: str) -> str:
@@ -118,7 +119,7 @@ def trials_section(search: Search) -> list[str]:
         f"Ranked by {selected} recall (★: the best trial). *trial* is the trial's number in "
         "the study and the name of its directory.",
         "",
-        *_md_table(header, lines),
+        *md_table(header, lines),
     ]
 
 
@@ -176,8 +177,8 @@ def comparison_section(search: Search) -> list[str]:
         f"`{STUDY_BEST}` ({published.recall:.4f}) is for {EPOCHS} epochs on all "
         f"{TRAIN_SIZE:,} training images: context, not a comparison.",
         "",
-        *_md_table(header, lines),
-        *_md_table(("claim", "test Δ (search − study)", "noise threshold", "verdict"), [claim]),
+        *md_table(header, lines),
+        *md_table(("claim", "test Δ (search − study)", "noise threshold", "verdict"), [claim]),
         f"The noise threshold is {NOISE_FACTOR:g} × the standard error of the difference of "
         f"means, √(sd₁²/n₁ + sd₂²/n₂), as in the study report: **{verdict}** means {meaning}.",
         "",

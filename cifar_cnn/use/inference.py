@@ -19,16 +19,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
-from cifar_cnn import runtime
-from cifar_cnn.data import TensorBatches
-from cifar_cnn.errors import ConfigError, DataError
-from cifar_cnn.module import CIFARClassifier
-from cifar_cnn.published import CLASSES
-from cifar_cnn.runfiles import EVAL_FILE, LAST_CHECKPOINT, PREDICTIONS_FILE, write_json
+from cifar_cnn.core.cifar10 import CLASSES, IMAGE_SIZE
+from cifar_cnn.core.errors import ConfigError, DataError
+from cifar_cnn.core.runfiles import EVAL_FILE, LAST_CHECKPOINT, PREDICTIONS_FILE, write_json
+from cifar_cnn.training import runtime
+from cifar_cnn.training.data import TensorBatches
+from cifar_cnn.training.module import CIFARClassifier
 
 log = logging.getLogger("cifar_cnn")
 
-INPUT_SIZE = 32  # the network's input: 32x32 RGB, as CIFAR-10
 IMAGE_FORMATS = "JPEG, PNG, WebP and GIF"  # what torchvision.io.decode_image reads
 CKPT_EXAMPLE = f"ckpt_path=outputs/runs/<run>/{LAST_CHECKPOINT}"
 
@@ -169,8 +168,8 @@ def read_image(path: Path) -> tuple[Tensor, bool]:
         if not reason or reason.startswith("Unsupported image file"):
             reason = f"{IMAGE_FORMATS} files are read"
         raise DataError(f"not a readable image ({reason[:200]})") from e
-    if image.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
-        image = resize(image, [INPUT_SIZE, INPUT_SIZE], antialias=True)
+    if image.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        image = resize(image, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
         converted = True
     return image.permute(1, 2, 0), converted
 
@@ -246,7 +245,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> list[dict]:
         images.append(image)
         converted += changed
     if converted:
-        size = f"{INPUT_SIZE}x{INPUT_SIZE}"
+        size = f"{IMAGE_SIZE}x{IMAGE_SIZE}"
         log.warning(
             "%d of %d images were not %s RGB: they were converted to RGB and resized to %s, "
             "the network's input size (non-square images are stretched)",

@@ -1,0 +1,292 @@
+"""The study report: `python -m cifar_cnn.report [SWEEP_DIR ...]` (or `make report`).
+
+Reads every job directory of a sweep, groups the runs by configuration (the experiment and
+any other overrides, seeds pooled; see cifar_cnn.analysis.runs) and writes into `SWEEP_DIR/report/`:
+`results.md` and `results.csv` (one row per configuration in the study's order: mean test
+recall over seeds, its spread, the published recall, and a verdict per ablation step) and the
+PNG figures of cifar_cnn.analysis.plots. Failed and unfinished runs are listed, never dropped.
+A search sweep (`hparams_search=optuna`) gets cifar_cnn.analysis.search_tables instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from cifar_cnn.analysis.plots import FIGURES, write_figures
+from cifar_cnn.analysis.runs import (
+    REPORT_DIR,
+    Row,
+    Run,
+    collect_runs,
+    common_overrides,
+    data_text,
+    group_runs,
+    joined,
+    precision_text,
+    setup_notes,
+)
+from cifar_cnn.analysis.stats import NOISE_FACTOR, t_quantile
+from cifar_cnn.analysis.text import fmt, fmt_duration, md_table
+from cifar_cnn.core.cifar10 import TRAIN_SIZE
+from cifar_cnn.core.published import (
+    BY_NAME,
+    CLAIMED_LARGEST_GAIN,
+    EPOCHS,
+    PUBLISHED,
+    SOURCE,
+    PublishedRun,
+)
+
+# --- formatting and tables ----------------------------------------------------------------------
+
+
+def row_record(row: Row) -> dict:
+    """One row of the results table, full precision (None where there is no value)."""
+    s, pub, v = row.summary, row.published, row.verdict
+    statuses = Counter(r.status for r in row.runs)
+    seconds = [r.metrics["train_seconds"] for r in row.finished if "train_seconds" in r.metrics]
+    return {
+        "row": pub.row if pub else None,
+        "configuration": row.label,
+        "experiment": row.experiment,
+        "change": pub.change if pub else None,
+        "runs_finished": s.n,
+        "runs_total": len(row.runs),
+        "runs_failed": statuses["failed"],
+        "runs_unfinished": statuses["unfinished"],
+        "seeds": " ".join(str(r.seed) for r in row.finished),
+        "mean_recall": s.mean,
+        "sd_recall": s.sd,
+        "ci95_low": s.interval[0] if s.interval else None,
+        "ci95_high": s.interval[1] if s.interval else None,
+        "published_recall": pub.recall if pub else None,
+        "diff_vs_published": s.mean - pub.recall if pub and s.n else None,
+        "params": row.metric_values("params") if s.n else None,
+        "epochs": row.metric_values("epochs") if s.n else None,
+        "train_seconds_mean": statistics.fmean(seconds) if seconds else None,
+        "best": "yes" if row.best else None,
+        "parent": v.parent if v else None,
+        "diff_vs_parent": v.diff if v else None,
+        "published_diff_vs_parent": v.published_diff if v else None,
+        "noise_threshold": v.threshold if v else None,
+        "verdict": v.verdict if v else None,
+    }
+
+
+def write_csv(path: Path, rows: Sequence[Row]) -> None:
+    """results.csv: `row_record` of every row, empty cells where there is no value."""
+    records = [row_record(row) for row in rows]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in records)
+
+
+def results_section(rows: Sequence[Row]) -> list[str]:
+    header = (
+        "#", "configuration", "change", "runs", "mean recall", "sd", "95% interval",
+        "published", "diff", "params", "epochs", "train time / run",
+    )  # fmt: skip
+    lines = []
+    for row in rows:
+        r = row_record(row)
+        runs = f"{r['runs_finished']} of {r['runs_total']}"
+        runs += "".join(
+            f", {r[f'runs_{s}']} {s}" for s in ("failed", "unfinished") if r[f"runs_{s}"]
+        )
+        interval = {0: "no finished run", 1: "none (one seed)"}.get(r["runs_finished"])
+        lines.append((
+            r["row"] or "",
+            f"**{row.label}** ★ best" if row.best else row.label,
+            r["change"] or "(not a published run)",
+            runs,
+            fmt(r["mean_recall"]),
+            "– (one seed)" if r["runs_finished"] == 1 else fmt(r["sd_recall"]),
+            interval or f"[{r['ci95_low']:.4f}, {r['ci95_high']:.4f}]",
+            fmt(r["published_recall"]),
+            fmt(r["diff_vs_published"], signed=True),
+            r["params"] or "–",
+            r["epochs"] or "–",
+            fmt_duration(r["train_seconds_mean"]),
+        ))  # fmt: skip
+    published = [f"#{run.row} {run.name}: {run.note}." for run in PUBLISHED if run.note] + [
+        f"#{run.row} {run.name} trained for {fmt_duration(run.train_seconds)} "
+        f"({EPOCHS} epochs on the authors' hosted GPU)."
+        for run in PUBLISHED
+        if run.train_seconds
+    ]
+    return [
+        "## Results",
+        "",
+        "Test recall is the average top-1 recall over the 10 classes (the study's metric). "
+        "*mean recall* and *sd* are over the seeds of a row (sample standard deviation); the "
+        "95% interval is mean ± t(0.975, n−1)·sd/√n (clipped to [0, 1]); "
+        "*diff* = mean − published. Training time excludes evaluation. ★ marks the best mean.",
+        "",
+        *md_table(header, lines),
+        "Published notes: " + " ".join(published),
+        "",
+    ]
+
+
+def _published_step(run: PublishedRun) -> str:
+    gain = run.recall - BY_NAME[run.parent].recall
+    return f"{run.name} ({fmt(gain, signed=True)} over {run.parent})"
+
+
+def verdict_section(rows: Sequence[Row]) -> list[str]:
+    text = [
+        "## Does each step of the ablation hold up?",
+        "",
+        "Each published row changes one thing in its parent row. *published Δ* is the "
+        "study's recall difference (one run each), *rerun Δ* the difference of the means "
+        f"here. The *noise threshold* is {NOISE_FACTOR:g} × the standard error of that "
+        "difference, √(sd₁²/n₁ + sd₂²/n₂). **holds**: the rerun moves the recall in the "
+        "published direction by more than the threshold; **reversed**: by more than the "
+        "threshold, the other way; **within noise**: not by more than the seed-to-seed "
+        "spread, so this rerun cannot confirm the step. With one seed per row there is no "
+        "spread, and the step cannot be judged.",
+        "",
+    ]
+    seeds = Counter(row.summary.n for row in rows if row.summary.n > 1).most_common(1)
+    if seeds:
+        n = seeds[0][0]
+        text[-2] += (
+            f" This is a screen, not a formal test: a two-sided 95% t-test with {n} seeds per "
+            f"row would ask for {t_quantile(2 * n - 2):.2f} standard errors, not "
+            f"{NOISE_FACTOR:g}; more seeds narrow both."
+        )
+    judged = [r for r in rows if r.verdict]
+    if not judged:
+        return [*text, "No row of this sweep has its parent row in the sweep.", ""]
+    header = ("step", "change", "vs", "published Δ", "rerun Δ", "noise threshold", "verdict")
+    lines = [
+        (r.label, r.published.change, v.parent, fmt(v.published_diff, signed=True),
+         fmt(v.diff, signed=True), fmt(v.threshold), f"**{v.verdict}**")
+        for r in judged
+        for v in [r.verdict]
+    ]  # fmt: skip
+    text += md_table(header, lines)
+    counts = Counter(r.verdict.verdict.split(":")[0] for r in judged)
+    parts = ", ".join(f"{verdict}: {n}" for verdict, n in counts.most_common())
+    text.append(f"- Steps compared: {len(judged)} ({parts}).")
+    steps = [r for r in judged if r.verdict.diff is not None]
+    if steps:
+        gain = max(steps, key=lambda r: r.verdict.diff)
+        study = max(
+            (run for run in PUBLISHED if run.parent),
+            key=lambda run: run.recall - BY_NAME[run.parent].recall,
+        )
+        text.append(
+            f"- Largest gain on rerun: {gain.label} ({fmt(gain.verdict.diff, signed=True)} over "
+            f"{gain.verdict.parent}; {gain.verdict.verdict}). Published: the largest step is "
+            f"{_published_step(study)}; the study's text names "
+            f"{_published_step(BY_NAME[CLAIMED_LARGEST_GAIN])} its largest gain."
+        )
+    return [*text, ""]
+
+
+def runs_sections(runs: Sequence[Run], rows: Sequence[Row]) -> list[str]:
+    """The failed and unfinished runs, then every finished run."""
+    lost = [r for r in runs if r.status != "finished"]
+    text = ["## Failed and unfinished runs", ""]
+    if lost:
+        text += md_table(
+            ("run", "experiment", "seed", "status", "detail"),
+            [(f"`{r.name}`", r.experiment or "–", "–" if r.seed is None else r.seed,
+              f"**{r.status}**", r.detail) for r in lost],
+        )  # fmt: skip
+    else:
+        text += ["None: every run finished.", ""]
+    finished = [
+        (f"`{r.job}`", row.label, r.seed, fmt(r.metrics["test_recall"]), r.metrics["epochs"],
+         fmt_duration(r.metrics.get("train_seconds")))
+        for row in rows
+        for r in row.finished
+    ]  # fmt: skip
+    header = ("job", "configuration", "seed", "test recall", "epochs", "train time")
+    return [
+        *text,
+        "## Every finished run",
+        "",
+        "*job*: the number that starts the run's directory name in the sweep.",
+        "",
+        *md_table(header, finished),
+    ]
+
+
+def setup_section(runs: Sequence[Run], sweep_dirs: Sequence[Path]) -> list[str]:
+    finished = [r for r in runs if r.status == "finished"]
+    statuses = Counter(r.status for r in runs)
+    seeds = sorted({r.seed for r in runs if r.seed is not None})
+    epochs = list(dict.fromkeys(r.metrics["epochs"] for r in finished))
+    devices = dict.fromkeys(
+        f"{r.metrics.get('device')}, {r.metrics.get('threads')} threads" for r in finished
+    )
+    common = common_overrides(runs)
+    text = [
+        "## What was run",
+        "",
+        f"- sweep: {', '.join(f'`{d}`' for d in sweep_dirs)}",
+        f"- runs: {len(runs)} ("
+        + ", ".join(f"{n} {s}" for s, n in statuses.most_common())
+        + f"); seeds: {', '.join(map(str, seeds)) or '–'}",
+        f"- data: {joined(list(dict.fromkeys(data_text(r) for r in finished)))}",
+        f"- epochs: {joined(epochs)}",
+        f"- device: {joined(list(devices))}",
+        f"- precision: {joined(list(dict.fromkeys(precision_text(r) for r in finished)))}",
+        "- settings shared by every run: "
+        + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none besides the defaults"),
+        f"- published numbers: {SOURCE}; one seed each, {EPOCHS} epochs on the full "
+        f"CIFAR-10 ({TRAIN_SIZE:,} training images).",
+        "",
+    ]
+    if any(e != EPOCHS for e in epochs) or any(
+        r.metrics["data"].get("train_size") != TRAIN_SIZE for r in finished
+    ):
+        text += [
+            f"These runs differ from the published setup ({EPOCHS} epochs, {TRAIN_SIZE:,} "
+            "training images): the *published* and *diff* columns are context here, not a "
+            "test of the reproduction.",
+            "",
+        ]
+    return text
+
+
+def write_markdown(
+    path: Path,
+    rows: Sequence[Row],
+    runs: Sequence[Run],
+    sweep_dirs: Sequence[Path],
+    figures: Sequence[str],
+    notes: Sequence[str],
+) -> None:
+    """results.md: notes, setup, results, verdicts, figures, and the runs one by one."""
+    command = " ".join(["python -m cifar_cnn.report", *map(str, sweep_dirs)])
+    text = [f"# Study report\n\nWritten {datetime.now():%Y-%m-%d %H:%M} by `{command}`.\n"]
+    text += [f"> **Note:** {note}\n" for note in [*notes, *setup_notes(rows)]]
+    text += setup_section(runs, sweep_dirs) + results_section(rows) + verdict_section(rows)
+    text += ["## Figures", ""]
+    for name in figures:
+        text += [f"**{FIGURES[name]}**", "", f"![{FIGURES[name]}]({name})", ""]
+    if not figures:
+        text += ["Not drawn: no finished runs to draw.", ""]
+    text += runs_sections(runs, rows)
+    path.write_text("\n".join(text))
+
+
+def write_report(sweep_dirs: Sequence[Path], out_dir: Path | None = None) -> Path:
+    """Read the sweeps and write the report; returns the report directory."""
+    runs, notes = collect_runs(sweep_dirs)
+    rows = group_runs(runs)
+    out_dir = out_dir or sweep_dirs[0] / REPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(out_dir, rows)
+    write_csv(out_dir / "results.csv", rows)
+    write_markdown(out_dir / "results.md", rows, runs, sweep_dirs, figures, notes)
+    return out_dir
