@@ -1,10 +1,6 @@
-# make study   - the whole ablation grid (10 experiments x SEEDS) and its report;
-#                JOBS=N runs N jobs at once
-# make search  - a hyperparameter search on a validation split (hparams_search=optuna), its best
-#                trial and the study's best retrained over 3 seeds, and the report
-# make test    - the whole test suite (CPU, synthetic data; about 6 minutes on 2 cores)
-# make test-fast - the tests that do not start the CLI in subprocesses (about 45 s)
-# Both create the virtual environment .venv on first use.
+# `make` creates the virtual environment .venv and installs the project into it; `make help`
+# lists the targets, one line each (from the `## target: text` comments). Every target
+# installs what it needs first.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -30,19 +26,36 @@ BUDGET  := trainer.max_epochs=$(EPOCHS) data.val_size=$(VAL_SIZE) progress_bar_r
 RETRAIN := $(BIN)/python -m cifar_cnn.train -m seed=$(SEARCH_SEEDS) $(BUDGET) $(LAUNCH) \
 	'hydra.sweep.subdir=$${hydra.job.num}_seed$${seed}'
 
-.PHONY: study sweep report search test test-fast lint bench bench-grid bench-overhead tensorboard clean
+.PHONY: help install install-search study sweep report search test test-fast lint bench \
+	bench-grid bench-overhead tensorboard clean
+.DEFAULT_GOAL := install
+
+## help: list the targets
+help:
+	@awk -F': ' '/^## [a-z-]+: / {printf "  make %-15s %s\n", substr($$1, 4), \
+		substr($$0, length($$1) + 3)}' $(MAKEFILE_LIST)
+
+## install: .venv with the project (editable) and what the study and tests need (default)
+install: $(BIN)/.installed
+
+## install-search: install, plus the search's extra (make search and make test do this)
+install-search: $(BIN)/.installed-search
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BIN)/.installed-search: $(BIN)/.installed
 	$(BIN)/pip install --quiet -e '.[dev,search]'
 	touch $@
 
 GRID := $(BIN)/python -m cifar_cnn.train -m 'experiment=glob(*)' seed=$(SEEDS) \
 	hydra.sweep.dir=$(SWEEP_DIR) $(LAUNCH) $(ARGS)
 
-## study: train every published configuration, then write the report (figures, tables);
-## the report is written even when some jobs failed (it lists them), and make then fails
+## study: train every published configuration (SEEDS, JOBS, ARGS), then the report
+# The report is written even when some jobs failed (it lists them), and make then fails.
 study: $(BIN)/.installed
 	@echo "sweep directory: $(SWEEP_DIR)"
 	$(GRID); status=$$?; $(BIN)/python -m cifar_cnn.report $(SWEEP_DIR) && exit $$status
@@ -52,14 +65,15 @@ sweep: $(BIN)/.installed
 	@echo "sweep directory: $(SWEEP_DIR)"
 	$(GRID)
 
-## report: tables and figures for SWEEP (default: the newest sweep in outputs/multiruns)
+## report: the report of SWEEP (default: the newest sweep in outputs/multiruns)
 report: $(BIN)/.installed
 	$(BIN)/python -m cifar_cnn.report $(SWEEP)
 
-## search: hparams_search=optuna, then the best trial (retrain/found) and the study's best,
-## experiment=batchnorm (retrain/study), retrained over SEARCH_SEEDS at the same budget and
-## validation split, then the report: did the search beat the study on the test set?
-search: $(BIN)/.installed
+## search: a hyperparameter search, its best and the study's best retrained, the report
+# hparams_search=optuna, then the best trial (retrain/found) and the study's best,
+# experiment=batchnorm (retrain/study), retrained over SEARCH_SEEDS at the same budget and
+# validation split, then the report: did the search beat the study on the test set?
+search: $(BIN)/.installed-search
 	@echo "search directory: $(SEARCH_DIR)"
 	$(BIN)/python -m cifar_cnn.train -m hparams_search=optuna hydra.sweep.dir=$(SEARCH_DIR) \
 		hydra.sweeper.n_trials=$(TRIALS) $(if $(JOBS),hydra.sweeper.n_jobs=$(JOBS)) $(BUDGET) \
@@ -69,24 +83,28 @@ search: $(BIN)/.installed
 	$(RETRAIN) experiment=batchnorm hydra.sweep.dir=$(SEARCH_DIR)/retrain/study
 	$(BIN)/python -m cifar_cnn.report $(SEARCH_DIR)
 
-test: $(BIN)/.installed
+## test: the whole test suite (CPU, synthetic data; it covers the search too)
+test: $(BIN)/.installed-search
 	$(BIN)/python -m pytest -q
 
-test-fast: $(BIN)/.installed
+## test-fast: the tests that do not start the CLI in subprocesses (not marked slow)
+test-fast: $(BIN)/.installed-search
 	$(BIN)/python -m pytest -q -m "not slow"
 
+## lint: ruff check and ruff format --check
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## bench: images/s of the study's pipeline vs cifar_cnn vs a plain loop (benchmarks/RESULTS.md);
-## BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) times start-up on an image folder or .tar.gz
+## bench: images/s of the study's pipeline vs cifar_cnn vs a plain loop
+# BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) times start-up on an image folder or .tar.gz
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
-## bench-grid: wall time of the 10-experiment grid for a few epochs: sequential fp32, JOBS
-## parallel jobs (default: the usable CPUs), parallel + bf16 (under 10 min on 2 cores);
-## BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) for an image folder or .tar.gz of one
+## bench-grid: wall time of the grid: sequential, JOBS parallel, parallel + bf16
+# A few epochs each: sequential fp32, JOBS parallel jobs (default: the usable CPUs), parallel +
+# bf16 (under 10 min on 2 cores); BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) for an
+# image folder or .tar.gz of one.
 bench-grid: $(BIN)/.installed
 	$(BIN)/python benchmarks/grid.py $(if $(JOBS),--jobs=$(JOBS)) $(BENCH_ARGS)
 
@@ -94,10 +112,11 @@ bench-grid: $(BIN)/.installed
 bench-overhead: $(BIN)/.installed
 	$(BIN)/python benchmarks/overhead.py
 
-## tensorboard: serve outputs/ at http://localhost:6006; TB_HOST=0.0.0.0 serves every interface
+## tensorboard: serve outputs/ at http://localhost:6006 (TB_HOST=0.0.0.0: to the network)
 TB_HOST ?= localhost
 tensorboard: $(BIN)/.installed
 	$(BIN)/tensorboard --logdir outputs --host $(TB_HOST)
 
+## clean: remove .venv and the tools' caches (outputs/ and data/ stay)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
