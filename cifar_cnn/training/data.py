@@ -57,7 +57,8 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> Tenso
 
 
 class TensorBatches:
-    """An iterable of normalised (images, labels) batches sliced from device-resident tensors."""
+    """An iterable of normalised (images, labels) batches sliced from device-resident tensors;
+    with `drop_last`, without the final batch when it is short."""
 
     def __init__(
         self,
@@ -65,11 +66,14 @@ class TensorBatches:
         labels: Tensor,
         batch_size: int,
         order: Callable[[], Tensor | None] = lambda: None,
+        drop_last: bool = False,
     ):
         self.images, self.labels, self.batch_size, self.order = images, labels, batch_size, order
+        self.drop_last = drop_last
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        full, short = divmod(len(self.labels), self.batch_size)
+        return full + (short > 0 and not self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order()
@@ -77,7 +81,7 @@ class TensorBatches:
         if order is not None:
             order = order.to(images.device)
             images, labels = images[order], labels[order]
-        for start in range(0, len(labels), self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = start + self.batch_size
             yield normalise(images[start:stop]), labels[start:stop]
 
@@ -337,7 +341,8 @@ class CIFAR10DataModule(L.LightningDataModule):
     `shuffle=True`, in a fresh permutation per epoch derived from `seed` and the epoch.
     With `val_size=0` (the study's setup) the test set serves both validation and test;
     otherwise `val_size` training images, stratified by class and chosen by `split_seed`,
-    are held out for validation and the test set is only used to test.
+    are held out for validation and the test set is only used to test. `drop_last` leaves out
+    the last short training batch of every epoch (one batch shape, for CUDA graphs).
     """
 
     def __init__(
@@ -353,6 +358,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         synthetic_test_size: int = 1000,
         val_size: int = 0,
         split_seed: int = 0,
+        drop_last: bool = False,
     ):
         super().__init__()
         self.source, self.root, self.download = source, root, download
@@ -360,6 +366,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.shuffle, self.seed = shuffle, seed
         self.synthetic_sizes = (synthetic_train_size, synthetic_test_size)
         self.val_size, self.split_seed = val_size, split_seed
+        self.drop_last = drop_last
         self.arrays: Arrays | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -385,6 +392,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             self.arrays["train_y"],
             self.batch_size,
             order=lambda: epoch_order(n, self.seed, self.current_epoch(), self.shuffle),
+            drop_last=self.drop_last,
         )
 
     def val_dataloader(self) -> TensorBatches:

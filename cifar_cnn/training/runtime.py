@@ -1,5 +1,5 @@
-"""Process-wide settings for fast training: threads, allocator, matmul precision, and
-whether bf16 runs natively on this CPU."""
+"""Process-wide settings for training: threads, allocator, TF32, bit-exact GPU kernels, which
+GPU a sweep job trains on, and whether bf16 runs natively on this CPU."""
 
 import ctypes
 import ctypes.util
@@ -10,7 +10,14 @@ import sys
 import torch
 from omegaconf import DictConfig
 
+from cifar_cnn.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+# torch.compile's modes, for `compute.compile_mode`.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# cuBLAS's reproducible workspace setting (cuBLAS docs, "Results reproducibility").
+CUBLAS_WORKSPACE = ":4096:8"
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -70,14 +77,74 @@ def check_precision(precision: object, accelerator: str) -> None:
         )
 
 
+def set_tf32(allow: bool) -> None:
+    """Allow TF32 (10-bit mantissa) for float32 matmuls and cuDNN convolutions, or forbid it for
+    both. cuDNN allows it by default, so without this a `32-true` run convolves in TF32 on
+    Ampere and later GPUs. No effect on CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+    torch.set_float32_matmul_precision("high" if allow else "highest")
+
+
+def set_exact(exact: bool) -> None:
+    """Bit-exact GPU kernels (deterministic algorithms, cuDNN's timed choice off, cuBLAS's
+    fixed workspace), or the fastest ones. The Trainer keeps these: `trainer.deterministic`
+    follows `compute.exact` and `trainer.benchmark: null` keeps cudnn.benchmark as set here."""
+    if exact:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(exact)
+    torch.backends.cudnn.deterministic = exact
+    torch.backends.cudnn.benchmark = not exact
+
+
+def compile_setting(compute: DictConfig) -> bool | str:
+    """What `CIFARClassifier(compile=...)` takes from `compute.compile` and
+    `compute.compile_mode`: False, True (torch.compile's default mode) or a mode's name."""
+    mode = compute.get("compile_mode")
+    if mode is None:
+        return bool(compute.compile)
+    if mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"compute.compile_mode={mode!r} must be null or a torch.compile mode: "
+            + ", ".join(COMPILE_MODES)
+        )
+    if not compute.compile:
+        raise ConfigError(
+            f"compute.compile_mode={mode} compiles nothing while compute.compile=false; "
+            "set compute.compile=true too, or compute.compile_mode=null"
+        )
+    return str(mode)
+
+
+def device_for_job(job_number: int, visible_gpus: int) -> int:
+    """The GPU index sweep job `job_number` trains on: jobs go round the visible GPUs, so
+    parallel jobs (hydra.launcher.n_jobs) spread over them instead of all using GPU 0."""
+    if visible_gpus < 1:
+        raise ValueError(f"visible_gpus={visible_gpus}: no GPU to place job {job_number} on")
+    return job_number % visible_gpus
+
+
+def trainer_devices(
+    devices: object, accelerator: str, job_number: int | None, visible_gpus: int
+) -> object:
+    """`trainer.devices` for a sweep job: `[device_for_job(...)]` when the run would take the
+    first of several visible GPUs (`devices: 1`, accelerator auto/gpu/cuda), else `devices`."""
+    spreads = devices in (1, "1") and accelerator in ("auto", "gpu", "cuda")
+    if not spreads or job_number is None or visible_gpus < 2:
+        return devices
+    return [device_for_job(job_number, visible_gpus)]
+
+
 def configure(compute: DictConfig, jobs: int = 1) -> int:
     """Apply the `compute` config for this process; returns the thread count used.
 
     Without `compute.threads`, the usable CPUs are divided among `jobs` concurrent runs.
     """
+    compile_setting(compute)  # refuse an unknown mode before any data is read
     threads = compute.threads or max(1, usable_cpus() // jobs)
     torch.set_num_threads(threads)
-    torch.set_float32_matmul_precision(compute.matmul_precision)
+    set_tf32(bool(compute.allow_tf32))
+    set_exact(bool(compute.exact))
     if compute.tune_malloc and not tune_malloc():
         log.info("could not tune malloc on this platform; training may be slower")
     return threads
