@@ -1,94 +1,184 @@
-"""One place that checks a run's configuration before any data is read or a model is built."""
+"""One place that checks a configuration before any data is read or a model is built.
 
-from omegaconf import DictConfig, ListConfig
+`validate_config` checks every key's type and range against the schema (schema.py), the
+combinations no single key shows (filters and kernel sizes, one device per run) and whether
+the network fits in the memory of the machine; `validate_launch` checks the launcher's and the
+sweeper's counts, which only the Hydra entry point can read.
+"""
 
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_cnn.core.cifar10 import IMAGE_SIZE
 from cifar_cnn.core.errors import ConfigError
-from cifar_cnn.training.data import SOURCES
-from cifar_cnn.training.model import ACTIVATIONS, FILTER_PRESETS, feature_map_sizes, resolve_filters
+from cifar_cnn.training.model import CNN, FILTER_PRESETS, feature_map_sizes, resolve_filters
+from cifar_cnn.training.schema import (
+    COMPUTE,
+    GROUPS,
+    LAUNCHER,
+    MISSING,
+    MODEL,
+    SWEEPER,
+    TOP,
+    check_group,
+    check_top,
+    check_value,
+)
+
+log = logging.getLogger(__name__)
+
+APPS = ("train", "evaluate", "predict")
+FLOAT_BYTES = 4
+# CIFAR-10's training and test images, held on the device as uint8 (the folder source's
+# size is not known before its files are read; it is estimated as CIFAR-10's).
+CIFAR10_IMAGES = 60_000
+# The optimiser's state per parameter: SGD with momentum keeps one buffer, Adam two.
+OPTIMIZER_BUFFERS = 2
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _plain(cfg: DictConfig, key: str) -> dict:
+    node = cfg.get(key)
+    if node is None:
+        raise ConfigError(f"the config has no `{key}` group; compose it with conf/ (`{key}: ...`)")
+    return OmegaConf.to_container(node, resolve=True)
 
 
-def _positive_int(key: str, value: object) -> int:
-    if not _is_int(value) or value <= 0:
-        raise ConfigError(f"{key}={value!r} must be a positive whole number")
-    return value
+def _top_value(cfg: DictConfig, key: str) -> object:
+    if OmegaConf.is_missing(cfg, key):
+        return MISSING
+    value = cfg[key]
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def _positive_int_list(key: str, value: object, example: str) -> list[int]:
-    if not isinstance(value, list | tuple | ListConfig) or not value:
-        raise ConfigError(f"{key}={value!r} must be a non-empty list such as {example}")
-    for item in value:
-        if not _is_int(item) or item <= 0:
-            raise ConfigError(
-                f"{key}={list(value)} contains {item!r}; every entry must be a positive whole "
-                f"number, e.g. {example}"
-            )
-    return list(value)
+def validate_config(cfg: DictConfig, app: str = "train", check_memory: bool = True) -> None:
+    """Raise ConfigError naming the key, its value and what would be accepted.
+
+    `app` is the entry point whose config `cfg` is: 'train', 'evaluate' or 'predict'. With
+    `check_memory`, a training config whose network would not fit in the memory of the device
+    it trains on is refused (`memory_need`).
+    """
+    if app not in APPS:
+        raise ValueError(f"app={app!r}: use one of {APPS}")
+    check_top(app, {key: _top_value(cfg, key) for key in TOP[app] if key in cfg})
+    groups = {name: _plain(cfg, name) for name in GROUPS[app]}
+    for name, values in groups.items():
+        open_to = values.get("_target_") if name in ("optimizer", "trainer") else None
+        check_group(name, values, GROUPS[app][name], open_to)
+    check_group("compute", _plain(cfg, "compute"), COMPUTE)
+    _check_devices(groups["trainer"].get("devices", 1))
+    if app == "train":
+        _check_model(groups["model"])
+        if check_memory:
+            _check_memory(groups)
 
 
-def _number(
-    key: str, value: object, low: float, high: float | None = None, low_inclusive: bool = True
-) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok:
-        ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
-    if not ok:
-        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high else "")
-        raise ConfigError(f"{key}={value!r} must be a number {bound}")
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the key, its value and what would be accepted."""
-    model, data, optimizer = cfg.model, cfg.data, cfg.optimizer
-    filters = model.filters
+def _check_model(model: dict) -> None:
+    filters = model["filters"]
     if isinstance(filters, str):
         resolve_filters(filters)
     else:
-        filters = _positive_int_list("model.filters", filters, "[24, 48, 96]")
-    kernels = _positive_int_list("model.kernel_sizes", model.kernel_sizes, "[5, 3, 3]")
+        check_value("model.filters", replace(MODEL["kernel_sizes"], example="[24,48,96]"), filters)
+    kernels = model["kernel_sizes"]
+    if not kernels:
+        raise ConfigError("model.kernel_sizes=[] must list one kernel size per convolution")
     if len(resolve_filters(filters)) != len(kernels):
         raise ConfigError(
             f"model.filters ({filters}) and model.kernel_sizes ({kernels}) must have the same "
             f"length: one kernel size per convolution (presets: {dict(FILTER_PRESETS)})"
         )
     feature_map_sizes(kernels)
-    if model.activation not in ACTIVATIONS:
-        raise ConfigError(
-            f"model.activation={model.activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}"
-        )
-    _number("model.leaky_slope", model.leaky_slope, 0)
-    if model.hidden:
-        _positive_int_list("model.hidden", model.hidden, "[512] or [512, 128]")
-    _number("model.dropout", model.dropout, 0, 1)
 
-    if data.source not in SOURCES:
-        raise ConfigError(
-            f"data.source={data.source!r} is unknown; use one of {', '.join(SOURCES)}"
-        )
-    for key in ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_test_size"):
-        _positive_int(f"data.{key}", data[key])
-    if data.val_size != 0:
-        _positive_int("data.val_size", data.val_size)
 
-    _number("optimizer.lr", optimizer.lr, 0, low_inclusive=False)
-    _number("optimizer.momentum", optimizer.get("momentum", 0), 0, 1)
-    _number("optimizer.weight_decay", optimizer.get("weight_decay", 0), 0)
+def _check_devices(devices: object) -> None:
+    if devices in (1, "1") or (isinstance(devices, list) and len(devices) == 1):
+        return
+    raise ConfigError(
+        f"trainer.devices={devices!r}: a run trains on one device (this network "
+        "gains nothing from data parallelism). To use several CPUs or GPUs, run sweep jobs "
+        "in parallel: python -m cifar_cnn.train -m hydra/launcher=joblib "
+        "hydra.launcher.n_jobs=N ..."
+    )
 
-    if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:
-        raise ConfigError(f"seed={cfg.seed!r} must be a whole number from 0 to 2**32 - 1")
-    devices = cfg.trainer.get("devices", 1)
-    if devices not in (1, "1") and not (isinstance(devices, ListConfig) and len(devices) == 1):
-        raise ConfigError(
-            f"trainer.devices={cfg.trainer.devices!r}: a run trains on one device (this network "
-            "gains nothing from data parallelism). To use several CPUs or GPUs, run sweep jobs "
-            "in parallel: python -m cifar_cnn.train -m hydra/launcher=joblib "
-            "hydra.launcher.n_jobs=N ..."
+
+def validate_launch(launcher: Mapping | None, sweeper: Mapping | None) -> None:
+    """Check the launcher's and the sweeper's counts (`hydra.launcher`, `hydra.sweeper` of
+    the composed config; an entry point passes `HydraConfig.get().launcher` and `.sweeper`).
+    Keys that a launcher or sweeper lacks are not required."""
+    for name, values, schema in (("launcher", launcher, LAUNCHER), ("sweeper", sweeper, SWEEPER)):
+        values = OmegaConf.to_container(values, resolve=True) if values is not None else {}
+        for key, spec in schema.items():
+            if key in values:
+                check_value(f"hydra.{name}.{key}", spec, values[key])
+        if name == "launcher" and values.get("n_jobs") == 0:
+            raise ConfigError(
+                "hydra.launcher.n_jobs=0 runs no job; use a positive number of jobs at once, "
+                "or -1 for one per CPU, e.g. hydra.launcher.n_jobs=2"
+            )
+
+
+# --- memory ---------------------------------------------------------------------------------
+def memory_need(model: dict, batch_size: int, eval_batch_size: int, images: int) -> int:
+    """Bytes a training run needs at its peak, estimated from the network's shapes: the data
+    set on the device, the parameters with their gradients and optimiser state, and the larger
+    of a training step (every layer's output kept for the backward pass, plus the gradient of
+    the largest) and an evaluation batch (the largest layer's input and output)."""
+    kwargs = {k: v for k, v in model.items() if k != "_target_"}
+    with torch.device("meta"):  # shapes only: no memory, no arithmetic
+        net = CNN(**kwargs).eval()
+        x = torch.empty(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+        sizes = [x.numel()]
+        for layer in net.children():
+            x = layer(x)
+            sizes.append(x.numel())
+    parameters = sum(p.numel() for p in net.parameters())
+    step = batch_size * (sum(sizes) + max(sizes))
+    evaluation = eval_batch_size * max(a + b for a, b in zip(sizes, sizes[1:], strict=False))
+    weights = parameters * (2 + OPTIMIZER_BUFFERS)
+    return images * 3 * IMAGE_SIZE**2 + FLOAT_BYTES * (weights + max(step, evaluation))
+
+
+def available_memory(accelerator: str) -> tuple[int | None, str]:
+    """Bytes free where a run with `accelerator` computes, and where that is: the CUDA device's
+    free memory, else the host's available memory (MemAvailable, capped by a cgroup limit)."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return free, f"GPU {torch.cuda.get_device_name()}"
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        free = next(
+            int(line.split()[1]) * 1024
+            for line in meminfo.splitlines()
+            if line.startswith("MemAvailable:")
         )
-    _positive_int("trainer.max_epochs", cfg.trainer.max_epochs)
-    _positive_int("trainer.check_val_every_n_epoch", cfg.trainer.check_val_every_n_epoch)
-    _positive_int("checkpoint_every_n_epochs", cfg.checkpoint_every_n_epochs)
-    if cfg.compute.threads is not None:
-        _positive_int("compute.threads", cfg.compute.threads)
+    except (OSError, StopIteration, ValueError):
+        return None, "host"
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            free = min(free, int(Path(limit_file).read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return free, "this machine's memory (MemAvailable)"
+
+
+def _check_memory(groups: dict) -> None:
+    data = groups["data"]
+    if data["source"] == "synthetic":
+        images = data["synthetic_train_size"] + data["synthetic_test_size"]
+    else:
+        images = CIFAR10_IMAGES
+    need = memory_need(groups["model"], data["batch_size"], data["eval_batch_size"], images)
+    free, where = available_memory(groups["trainer"]["accelerator"])
+    if free is None or need <= free:
+        return
+    gib = 2**30
+    raise ConfigError(
+        f"this network needs about {need / gib:.1f} GiB (model.filters={groups['model']['filters']}"
+        f", model.hidden={groups['model']['hidden']}, data.batch_size={data['batch_size']}, "
+        f"data.eval_batch_size={data['eval_batch_size']}) but {where} has {free / gib:.1f} GiB "
+        "free; use fewer filters or smaller batches (the study's network needs well under 1 GiB)"
+    )
