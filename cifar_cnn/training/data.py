@@ -15,10 +15,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from filelock import FileLock
 from torch import Tensor
 
 from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.errors import ConfigError, DataError
+from cifar_cnn.training.images import decode_folder, folder_files
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,6 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 CACHE_NAME = "cifar_cnn_uint8.pt"
 CACHE_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # The fixed class-mixed order in which folder and synthetic training images are stored:
 # without shuffling, class-sorted images leave the network at chance (docs/STUDY.md).
 STORAGE_ORDER_SEED = 0
@@ -151,42 +152,6 @@ def _cifar10_directory(root: Path, download: bool) -> Path:
     return directory
 
 
-def _folder_files(root: Path, split: str) -> list[tuple[Path, int]]:
-    split_dir = root / split
-    missing = [c for c in CLASSES if not (split_dir / c).is_dir()]
-    if missing:
-        raise DataError(
-            f"image folder {split_dir} lacks the class folders {', '.join(missing)}; the folder "
-            f"source expects DATA_ROOT/{{train,test}}/<class>/*.png|jpg with the classes "
-            f"{', '.join(CLASSES)}"
-        )
-    return [
-        (path, label)
-        for label, name in enumerate(CLASSES)
-        for path in sorted((split_dir / name).iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
-
-
-def _decode_folder(files: list[tuple[Path, int]]) -> tuple[Tensor, Tensor]:
-    from torchvision.io import decode_image, read_file
-
-    images = torch.empty(len(files), 32, 32, 3, dtype=torch.uint8)
-    for i, (path, _) in enumerate(files):
-        try:
-            image = decode_image(read_file(str(path)))
-        except RuntimeError as e:
-            raise DataError(f"{path} is not a readable PNG or JPEG image ({e})") from e
-        if image.shape != (3, 32, 32):
-            raise DataError(
-                f"{path} is {tuple(image.shape)} (channels, height, width); every image must "
-                "be 32x32 RGB (3, 32, 32)"
-            )
-        images[i] = image.permute(1, 2, 0)
-    labels = torch.tensor([label for _, label in files], dtype=torch.long)
-    return images, labels
-
-
 def _fingerprint(paths: list[Path]) -> str:
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
     for path in paths:
@@ -200,23 +165,22 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
     """Hold an exclusive lock on `lock_file` (created if missing): parallel sweep jobs that
     start together wait here while the first one decodes or downloads, then reuse its work.
 
-    Without POSIX locks (Windows, or a file system that refuses them) it does not wait; the
-    atomic writes still keep every file whole, and each job may then decode on its own.
+    Where no lock can be taken (a read-only data folder, a file system without locks) it does
+    not wait; the atomic writes still keep every file whole, and each job may then decode on
+    its own.
     """
+    lock = FileLock(lock_file)
     try:
-        import fcntl
-
         lock_file.parent.mkdir(parents=True, exist_ok=True)
-        f = open(lock_file, "a")  # noqa: SIM115 (closed below, after the lock is released)
-    except (ImportError, OSError):
+        lock.acquire()
+    except (OSError, NotImplementedError) as e:
+        log.info("could not lock %s (%s); jobs may decode the data separately", lock_file, e)
         yield
         return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError as e:
-            log.info("could not lock %s (%s); jobs may decode the data separately", lock_file, e)
-        yield  # closing the file releases the lock
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _load_cache(cache: Path, fingerprint: str) -> Arrays | None:
@@ -251,9 +215,17 @@ def _build_and_save(cache: Path, fingerprint: str, build: Callable[[], Arrays]) 
         torch.save({"fingerprint": fingerprint, "arrays": arrays}, tmp)
         os.replace(tmp, cache)  # atomic: concurrent sweep jobs never read a half-written cache
         log.info("cached decoded images in %s", cache)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        log.warning("could not write data cache %s (%s); decoding again next time", cache, e)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        log.warning(
+            "could not write the data cache %s in the folder %s (%s): the run goes on with "
+            "the decoded images, and the next run decodes them again; make the folder "
+            "writable or free space there (file-size limit: ulimit -f)",
+            *(cache.name, cache.parent, reason),
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # a partial file from a failed or interrupted write
     return arrays
 
 
@@ -284,7 +256,7 @@ def load_arrays(
                 f"data.root={root} does not exist; the folder source expects "
                 "DATA_ROOT/{train,test}/<class>/*.png|jpg"
             )
-        train_files, test_files = _folder_files(root, "train"), _folder_files(root, "test")
+        train_files, test_files = folder_files(root, "train"), folder_files(root, "test")
 
         def build() -> Arrays:
             log.info(
@@ -292,11 +264,11 @@ def load_arrays(
                 len(train_files) + len(test_files),
                 root,
             )
-            train_x, train_y = _decode_folder(train_files)
+            train_x, train_y = decode_folder(train_files)
             mixed = torch.randperm(
                 len(train_y), generator=torch.Generator().manual_seed(STORAGE_ORDER_SEED)
             )
-            test_x, test_y = _decode_folder(test_files)
+            test_x, test_y = decode_folder(test_files)
             return {
                 "train_x": train_x[mixed].contiguous(),
                 "train_y": train_y[mixed],
@@ -334,6 +306,18 @@ def stratified_split(labels: Tensor, val_size: int, seed: int) -> tuple[Tensor, 
     return (~in_val).nonzero().squeeze(1), in_val.nonzero().squeeze(1)
 
 
+def stratified_subset(labels: Tensor, size: int, seed: int) -> Tensor:
+    """Indices of `size` of the images, in class proportions and in the stored order, chosen
+    by a permutation from `seed` alone (the complement of a stratified split)."""
+    n = len(labels)
+    if not 0 < size <= n:
+        raise ConfigError(
+            f"data.train_subset={size} must be at most the {n} training images (after any "
+            "data.val_size held out), or null for all of them"
+        )
+    return torch.arange(n) if size == n else stratified_split(labels, n - size, seed)[0]
+
+
 class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 (or a folder copy, or synthetic data) held on the training device.
 
@@ -341,8 +325,12 @@ class CIFAR10DataModule(L.LightningDataModule):
     `shuffle=True`, in a fresh permutation per epoch derived from `seed` and the epoch.
     With `val_size=0` (the study's setup) the test set serves both validation and test;
     otherwise `val_size` training images, stratified by class and chosen by `split_seed`,
-    are held out for validation and the test set is only used to test. `drop_last` leaves out
-    the last short training batch of every epoch (one batch shape, for CUDA graphs).
+    are held out for validation and the test set is only used to test. `train_subset` then
+    trains on that many of the remaining training images, stratified by class and chosen by
+    `split_seed` (the validation images stay the same with or without a subset). `drop_last`
+    leaves out the last short training batch of every epoch (one batch shape, for CUDA
+    graphs); a last batch of a single image is always left out (batch norm cannot train on
+    one image).
     """
 
     def __init__(
@@ -359,6 +347,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         val_size: int = 0,
         split_seed: int = 0,
         drop_last: bool = False,
+        train_subset: int | None = None,
     ):
         super().__init__()
         self.source, self.root, self.download = source, root, download
@@ -366,7 +355,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.shuffle, self.seed = shuffle, seed
         self.synthetic_sizes = (synthetic_train_size, synthetic_test_size)
         self.val_size, self.split_seed = val_size, split_seed
-        self.drop_last = drop_last
+        self.drop_last, self.train_subset = drop_last, train_subset
         self.arrays: Arrays | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -378,8 +367,34 @@ class CIFAR10DataModule(L.LightningDataModule):
             images, labels = arrays.pop("train_x"), arrays.pop("train_y")
             arrays |= {"train_x": images[keep], "train_y": labels[keep]}
             arrays |= {"val_x": images[held_out], "val_y": labels[held_out]}
+        if self.train_subset:
+            subset = stratified_subset(arrays["train_y"], self.train_subset, self.split_seed)
+            arrays["train_x"], arrays["train_y"] = (
+                arrays["train_x"][subset],
+                arrays["train_y"][subset],
+            )
+        self._check_batches(len(arrays["train_y"]))
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         self.arrays = {k: v.to(device) for k, v in arrays.items()}
+
+    def _check_batches(self, n: int) -> None:
+        """Refuse a training set smaller than one batch; note a final batch of one image."""
+        left = f"the {n} training images"
+        if self.val_size or self.train_subset:
+            subset = "null" if self.train_subset is None else self.train_subset
+            left += f" left (data.val_size={self.val_size}, data.train_subset={subset})"
+        if n < self.batch_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is more than {left}: not one full batch; "
+                "use a smaller batch size, or hold out fewer images"
+            )
+        if n % self.batch_size == 1 and not self.drop_last:
+            log.warning(
+                "data.batch_size=%d leaves a last training batch of one image (%s = %d x %d + 1); "
+                "it is left out every epoch (batch norm cannot train on one image); another "
+                "batch size uses it",
+                *(self.batch_size, left, n // self.batch_size, self.batch_size),
+            )
 
     def current_epoch(self) -> int:
         """The epoch being trained (0 outside a Trainer)."""
@@ -392,7 +407,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             self.arrays["train_y"],
             self.batch_size,
             order=lambda: epoch_order(n, self.seed, self.current_epoch(), self.shuffle),
-            drop_last=self.drop_last,
+            drop_last=self.drop_last or n % self.batch_size == 1,
         )
 
     def val_dataloader(self) -> TensorBatches:
