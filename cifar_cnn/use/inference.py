@@ -9,7 +9,6 @@ config). Evaluation runs the module's own test loop on the data module, so a fin
 
 import csv
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,11 +23,11 @@ from cifar_cnn.core.errors import ConfigError, DataError
 from cifar_cnn.core.runfiles import EVAL_FILE, LAST_CHECKPOINT, PREDICTIONS_FILE, write_json
 from cifar_cnn.training import runtime
 from cifar_cnn.training.data import TensorBatches
+from cifar_cnn.training.images import read_rgb
 from cifar_cnn.training.module import CIFARClassifier
 
 log = logging.getLogger("cifar_cnn")
 
-IMAGE_FORMATS = "JPEG, PNG, WebP and GIF"  # what torchvision.io.decode_image reads
 CKPT_EXAMPLE = f"ckpt_path=outputs/runs/<run>/{LAST_CHECKPOINT}"
 
 
@@ -148,30 +147,11 @@ def find_images(images: str | Path | Sequence[str | Path]) -> list[Path]:
 def read_image(path: Path) -> tuple[Tensor, bool]:
     """One image file as uint8 (32, 32, 3) RGB, and whether it had to be converted or resized.
 
-    Any size and mode of the formats torchvision decodes (JPEG, PNG, WebP, GIF; grey, palette,
-    alpha, CMYK, 16-bit): converted to RGB, then resized to 32x32 with antialiasing (the
-    way torchvision decodes the folder data source). DataError if it is not such an image.
+    Any size and mode of the formats Pillow reads (PNG, JPEG, WebP, GIF, BMP, TIFF; grey,
+    palette, alpha, CMYK, 16-bit), EXIF orientation applied: converted to RGB, then resized
+    to 32x32 with antialiasing. DataError if it is not such an image.
     """
-    from torchvision.io import ImageReadMode, decode_image, read_file
-    from torchvision.transforms.v2.functional import resize, to_dtype
-
-    try:
-        data = read_file(str(path))
-        image = decode_image(data, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
-        converted = image.shape[0] != 3 or image.dtype != torch.uint8
-        if converted:
-            image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-            image = to_dtype(image, torch.uint8, scale=True)
-    except Exception as e:  # torchvision raises RuntimeError (or ValueError) for non-images
-        # Its messages start with the C++ function and source line: keep what follows.
-        reason = re.sub(r"^\w+, \S+:\d+, ", "", (str(e).strip().splitlines() or [""])[0])
-        if not reason or reason.startswith("Unsupported image file"):
-            reason = f"{IMAGE_FORMATS} files are read"
-        raise DataError(f"not a readable image ({reason[:200]})") from e
-    if image.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        image = resize(image, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
-        converted = True
-    return image.permute(1, 2, 0), converted
+    return read_rgb(path, IMAGE_SIZE)
 
 
 def predict_probabilities(
