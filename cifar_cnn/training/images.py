@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # Files with these suffixes are images to the folder source; `predict` tries every file.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 IMAGE_FORMATS = "PNG, JPEG, WebP, GIF, BMP, TIFF"
+ORIENTATION = 0x0112  # the EXIF tag
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # more than 8 bits per value
 
 
@@ -29,22 +30,26 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8), "L")
 
 
+def _reason(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 def open_rgb(path: Path) -> tuple[Image.Image, bool]:
     """The image in `path` as an 8-bit RGB Pillow image, EXIF orientation applied, and whether
     it had to be converted: any mode (grey, palette, alpha, CMYK, 16-bit) is (alpha is dropped,
-    a GIF's first frame is read). DataError naming the file if it is not an image Pillow reads."""
+    a GIF's first frame is read). DataError if it is not an image Pillow reads (or one so large
+    that Pillow refuses it as a decompression bomb)."""
     try:
         with Image.open(path) as original:
+            rotated = original.getexif().get(ORIENTATION, 1) != 1
             image = ImageOps.exif_transpose(original)
-            converted = image.mode != "RGB" or image.size != original.size
+            converted = image.mode != "RGB" or rotated
             if image.mode in _WIDE_MODES:
                 image = _eight_bit(image)
             return image.convert("RGB"), converted
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
         raise DataError(
-            f"{path} is not a readable PNG or JPEG image, nor another format Pillow reads "
-            f"({IMAGE_FORMATS}): {reason}"
+            f"not a readable image ({_reason(e)}; {IMAGE_FORMATS} files are read)"
         ) from e
 
 
@@ -113,7 +118,13 @@ def decode_folder(files: list[tuple[Path, int]]) -> tuple[Tensor, Tensor]:
     naming the first file that is not a readable image or not 32x32."""
     images = torch.empty(len(files), IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)
     for i, (path, _) in enumerate(files):
-        image, _ = open_rgb(path)
+        try:
+            image, _ = open_rgb(path)
+        except DataError as e:
+            raise DataError(
+                f"{path} is not a readable PNG or JPEG image, nor {IMAGE_FORMATS} "
+                f"({_reason(e.__cause__)})"
+            ) from e
         if image.size != (IMAGE_SIZE, IMAGE_SIZE):
             width, height = image.size
             raise DataError(
