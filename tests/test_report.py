@@ -10,7 +10,8 @@ import pytest
 
 from cifar_cnn.analysis.plots import FIGURES
 from cifar_cnn.analysis.runs import ReportError, Run, group_runs, overrides_from_dirname
-from cifar_cnn.analysis.stats import Summary, t_quantile
+from cifar_cnn.analysis.stats import holm
+from cifar_cnn.analysis.tables import verdict_section
 from cifar_cnn.core.published import BY_NAME, PUBLISHED, STUDY_ORDER
 from cifar_cnn.report import main, write_sweep_report
 from helpers import FAST, REPO, run_cli
@@ -86,7 +87,7 @@ def test_means_and_sds_equal_hand_computed(report: Path, sweep: Path) -> None:
         n = len(recalls)
         mean = sum(recalls) / n
         sd = math.sqrt(sum((r - mean) ** 2 for r in recalls) / (n - 1))
-        half = 12.706 * sd / math.sqrt(n)  # t(0.975, 1): two seeds
+        half = 12.7062047362 * sd / math.sqrt(n)  # t(0.975, 1): two seeds
         row = rows[experiment]
         assert int(row["runs_finished"]) == n == 2
         assert float(row["mean_recall"]) == pytest.approx(mean, abs=1e-12)
@@ -110,6 +111,8 @@ def test_rows_in_study_order_with_verdict_and_best(report: Path) -> None:
     assert default["verdict"] == ""  # row 1 has no parent
     assert filters["parent"] == "default"
     assert filters["verdict"] in {"holds", "reversed", "within noise"}
+    assert "noise_threshold" not in filters and 0 <= float(filters["p_holm"]) <= 1
+    assert float(filters["diff_ci95_low"]) <= float(filters["diff_vs_parent"])
     diff = float(filters["mean_recall"]) - float(default["mean_recall"])
     assert float(filters["diff_vs_parent"]) == pytest.approx(diff, abs=1e-12)
     assert float(filters["published_diff_vs_parent"]) == pytest.approx(0.7146 - 0.6932)
@@ -251,10 +254,15 @@ def make_run(experiment: str | None, seed: int, recall: float, **overrides: str)
     return Run(Path(f"{seed}"), f"{seed}", "finished", experiment, items, seed, metrics)
 
 
-def verdict(parent: list[float], child: list[float]) -> str:
+def steps(parent: list[float], **children: list[float]) -> list:
+    """The rows of `default` (the parent) and its children in the study, judged together."""
     runs = [make_run("default", s, r) for s, r in enumerate(parent)]
-    runs += [make_run("filters", s, r) for s, r in enumerate(child)]
-    return group_runs(runs)[1].verdict.verdict
+    runs += [make_run(c, s, r) for c, recalls in children.items() for s, r in enumerate(recalls)]
+    return group_runs(runs)
+
+
+def verdict(parent: list[float], child: list[float]) -> str:
+    return steps(parent, filters=child)[1].verdict.verdict
 
 
 def test_verdicts() -> None:
@@ -262,6 +270,28 @@ def test_verdicts() -> None:
     assert verdict([0.60, 0.61, 0.59], [0.50, 0.51, 0.49]) == "reversed"
     assert verdict([0.50, 0.60, 0.40], [0.52, 0.62, 0.42]) == "within noise"
     assert verdict([0.5], [0.6]) == "cannot judge: one seed (same direction)"
+
+
+def test_steps_judged_together_are_adjusted_by_holm() -> None:
+    parent, child = [0.50, 0.51, 0.49], [0.525, 0.535, 0.515]  # Welch p = 0.038 alone
+    assert verdict(parent, child) == "holds"
+    rows = steps(parent, filters=child, extra_fc=child, kernels=[0.6])
+    tested = [row.verdict for row in rows if row.verdict and row.verdict.test]
+    assert [v.verdict for v in tested] == ["within noise", "within noise"]
+    assert [v.p_holm for v in tested] == holm([v.test.p_value for v in tested])
+    assert tested[0].p_holm == pytest.approx(2 * tested[0].test.p_value)
+    assert tested[0].seeds_to_resolve > 3  # more seeds than this rerun has
+    assert rows[-1].verdict.verdict == "cannot judge: one seed (opposite direction)"
+
+
+def test_verdict_section_shows_p_values_intervals_and_seeds_to_resolve() -> None:
+    rows = steps([0.50, 0.51, 0.49], filters=[0.525, 0.535, 0.515], extra_fc=[0.48, 0.53, 0.51])
+    text = "\n".join(verdict_section(rows))
+    assert "Welch" in text and "Holm" in text and "The 2 step(s)" in text
+    filters = next(line for line in text.splitlines() if line.startswith("| filters"))
+    test = rows[1].verdict.test
+    assert f"[{test.low:+.4f}, {test.high:+.4f}] | {test.p_value:.4f} |" in filters
+    assert f"| **within noise** | {rows[1].verdict.seeds_to_resolve} |" in filters
 
 
 def test_plain_override_sweeps_group_by_overrides_without_seed() -> None:
@@ -275,14 +305,6 @@ def test_plain_override_sweeps_group_by_overrides_without_seed() -> None:
     assert [row.label for row in rows] == ["model.filters=small", "model.filters=large"]
     assert [row.summary.n for row in rows] == [2, 2]
     assert rows[1].best and rows[1].published is None and rows[1].verdict is None
-
-
-def test_statistics() -> None:
-    assert t_quantile(1) == 12.706 and t_quantile(35) == 2.042 and t_quantile(1000) == 1.96
-    summary = Summary.of([0.5, 0.7])
-    assert summary.mean == pytest.approx(0.6) and summary.sd == pytest.approx(math.sqrt(0.02))
-    assert Summary.of([0.5]).sd is None and Summary.of([0.5]).interval is None
-    assert Summary.of([]).n == 0
 
 
 def test_dirname_overrides_keep_list_values() -> None:

@@ -17,7 +17,6 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cifar_cnn.analysis.stats import NOISE_FACTOR
 from cifar_cnn.analysis.trials import STUDY_BEST, best_overrides, is_search, read_search
 from cifar_cnn.app import compose_config
 from cifar_cnn.report import write_sweep_report
@@ -215,8 +214,9 @@ def test_the_report_compares_the_retrained_best_with_the_study_s_best(search_dir
     _retrain(search_dir, "found", best, [0.60, 0.62, 0.64])
     _retrain(search_dir, "study", [f"experiment={STUDY_BEST}"], [0.50, 0.52, 0.54])
     text = (write_sweep_report([search_dir]) / "results.md").read_text()
-    threshold = NOISE_FACTOR * math.hypot(0.02 / math.sqrt(3), 0.02 / math.sqrt(3))
-    assert f"| +0.1000 | {threshold:.4f} | **holds** |" in text
+    half = 2.7764 * math.hypot(0.02 / math.sqrt(3), 0.02 / math.sqrt(3))  # t(0.975, 4) x se
+    assert f"| +0.1000 | [{0.1 - half:+.4f}, {0.1 + half:+.4f}] | 0.0036 | **holds** |" in text
+    assert "Welch's t test" in text and "no multiplicity adjustment" in text
     assert "search's best, trial 2: dropout=0.3, lr=0.01 | 0 / 1 / 2 | 0.6200 | 0.0200" in text
     assert f"`experiment={STUDY_BEST}` (row 7) | 0 / 1 / 2 | 0.5200" in text
     assert "Note:" not in text.partition("## Did the search")[2]

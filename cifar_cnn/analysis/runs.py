@@ -13,12 +13,21 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from cifar_cnn.analysis.stats import Summary, compare
+from cifar_cnn.analysis.stats import (
+    Summary,
+    Welch,
+    decide,
+    holm,
+    pooled_sd,
+    seeds_to_resolve,
+    untestable,
+    welch,
+)
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.published import BY_NAME, STUDY_ORDER, PublishedRun
 from cifar_cnn.core.runfiles import (
@@ -233,8 +242,10 @@ class Verdict:
     parent: str  # the parent row's label
     diff: float | None  # mean(row) - mean(parent)
     published_diff: float
-    threshold: float | None  # NOISE_FACTOR x the standard error of `diff`
     verdict: str
+    test: Welch | None = None  # Welch's t test of `diff`; None below two seeds on a side
+    p_holm: float | None = None  # the test's p-value, Holm-adjusted over the steps tested
+    seeds_to_resolve: int | None = None  # seeds per side to resolve `published_diff` (t test)
 
 
 @dataclass
@@ -276,12 +287,31 @@ class Row:
 
 
 def judge(row: Row, parent: Row | None, published: PublishedRun) -> Verdict:
-    """Compare a row with its parent: holds, reversed, within noise, or cannot be judged."""
+    """Compare a row with its parent by Welch's t test, on its own (`judge_family` adjusts the
+    verdicts of several steps for multiplicity): holds, reversed, within noise, or cannot be
+    judged."""
     published_diff = published.recall - BY_NAME[published.parent].recall
     if parent is None:
-        return Verdict(published.parent, None, published_diff, None, "parent not in this sweep")
-    diff, threshold, verdict = compare(row.summary, parent.summary, published_diff)
-    return Verdict(parent.label, diff, published_diff, threshold, verdict)
+        return Verdict(published.parent, None, published_diff, "parent not in this sweep")
+    mine, theirs = row.summary, parent.summary
+    diff = mine.mean - theirs.mean if mine.n and theirs.n else None
+    reason = untestable(mine, theirs, published_diff)
+    if reason:
+        return Verdict(parent.label, diff, published_diff, reason)
+    test = welch(mine, theirs)
+    seeds = seeds_to_resolve(published_diff, pooled_sd(mine, theirs))
+    verdict = decide(diff, test.p_value, published_diff)
+    return Verdict(parent.label, diff, published_diff, verdict, test, test.p_value, seeds)
+
+
+def judge_family(rows: Sequence[Row]) -> None:
+    """Decide the tested steps among `rows` together: Holm's step-down adjustment of their
+    p-values keeps the chance of any false "holds" or "reversed" at ALPHA (family-wise)."""
+    tested = [row for row in rows if row.verdict and row.verdict.test]
+    adjusted = holm([row.verdict.test.p_value for row in tested])
+    for row, p_holm in zip(tested, adjusted, strict=True):
+        v = row.verdict
+        row.verdict = replace(v, p_holm=p_holm, verdict=decide(v.diff, p_holm, v.published_diff))
 
 
 def common_overrides(runs: Sequence[Run]) -> dict[str, str]:
@@ -308,6 +338,7 @@ def group_runs(runs: Sequence[Run]) -> list[Row]:
         published = row.published
         if published and published.parent:
             row.verdict = judge(row, rows.get((published.parent, key[1])), published)
+    judge_family(list(rows.values()))
 
     def study_order(row: Row) -> int:
         return STUDY_ORDER.index(row.experiment) if row.experiment in STUDY_ORDER else 99

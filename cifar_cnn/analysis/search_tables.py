@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cifar_cnn.analysis.runs import REPORT_DIR, Row, Run, data_text, joined
-from cifar_cnn.analysis.stats import NOISE_FACTOR, Summary, compare
+from cifar_cnn.analysis.stats import ALPHA, Summary, decide, fmt_p, untestable, welch
 from cifar_cnn.analysis.text import fmt, fmt_duration, md_table
 from cifar_cnn.analysis.trials import (
     FOUND,
@@ -159,16 +159,18 @@ def comparison_section(search: Search) -> list[str]:
         _row_line(f"search's best, {label}", found),
         _row_line(f"study's best: `experiment={STUDY_BEST}` (row {published.row})", study),
     ]
-    diff, threshold, verdict = compare(found.summary, study.summary, claimed=1.0)
-    claim = ("the search's best beats the study's best", fmt(diff, signed=True), fmt(threshold),
-             f"**{verdict}**")  # fmt: skip
+    reason = untestable(found.summary, study.summary, claimed=1.0)
+    test = None if reason else welch(found.summary, study.summary)
+    verdict = reason or decide(test.diff, test.p_value, claimed=1.0)
+    interval = f"[{test.low:+.4f}, {test.high:+.4f}]" if test else "–"
+    claim = ("the search's best beats the study's best",
+             fmt(found.summary.mean - study.summary.mean, signed=True), interval,
+             fmt_p(test.p_value if test else None), f"**{verdict}**")  # fmt: skip
     meaning = {
-        "holds": "the search's configuration beats the study's best by more than the noise "
-        "threshold",
-        "reversed": "the study's best beats the search's configuration by more than the noise "
-        "threshold",
-        "within noise": "the difference is no larger than the seed-to-seed noise: this "
-        "comparison cannot tell them apart",
+        "holds": f"the search's configuration beats the study's best (p ≤ {ALPHA:g})",
+        "reversed": f"the study's best beats the search's configuration (p ≤ {ALPHA:g})",
+        "within noise": f"p > {ALPHA:g}: at this spread and number of seeds this comparison "
+        "cannot tell them apart",
     }.get(verdict.split(":")[0], verdict)
     text += [
         "Both configurations retrained from scratch over the same seeds, at the trials' "
@@ -178,9 +180,12 @@ def comparison_section(search: Search) -> list[str]:
         f"{TRAIN_SIZE:,} training images: context, not a comparison.",
         "",
         *md_table(header, lines),
-        *md_table(("claim", "test Δ (search − study)", "noise threshold", "verdict"), [claim]),
-        f"The noise threshold is {NOISE_FACTOR:g} × the standard error of the difference of "
-        f"means, √(sd₁²/n₁ + sd₂²/n₂), as in the study report: **{verdict}** means {meaning}.",
+        *md_table(
+            ("claim", "test Δ (search − study)", "95% interval of Δ", "p", "verdict"), [claim]
+        ),
+        "*p* is Welch's t test of the difference of means (two-sided, Welch–Satterthwaite "
+        "degrees of freedom, exact t distribution), as in the study report; one comparison, so "
+        f"no multiplicity adjustment: **{verdict}** means {meaning}.",
         "",
     ]
     budgets = Counter(_budget(r) for row in (found, study) for r in row.finished)

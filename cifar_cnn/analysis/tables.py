@@ -30,7 +30,7 @@ from cifar_cnn.analysis.runs import (
     precision_text,
     setup_notes,
 )
-from cifar_cnn.analysis.stats import NOISE_FACTOR, t_quantile
+from cifar_cnn.analysis.stats import ALPHA, POWER, fmt_p
 from cifar_cnn.analysis.text import fmt, fmt_duration, md_table
 from cifar_cnn.core.cifar10 import TRAIN_SIZE
 from cifar_cnn.core.published import (
@@ -48,6 +48,7 @@ from cifar_cnn.core.published import (
 def row_record(row: Row) -> dict:
     """One row of the results table, full precision (None where there is no value)."""
     s, pub, v = row.summary, row.published, row.verdict
+    t = v.test if v else None
     statuses = Counter(r.status for r in row.runs)
     seconds = [r.metrics["train_seconds"] for r in row.finished if "train_seconds" in r.metrics]
     return {
@@ -73,8 +74,13 @@ def row_record(row: Row) -> dict:
         "parent": v.parent if v else None,
         "diff_vs_parent": v.diff if v else None,
         "published_diff_vs_parent": v.published_diff if v else None,
-        "noise_threshold": v.threshold if v else None,
+        "diff_ci95_low": t.low if t else None,
+        "diff_ci95_high": t.high if t else None,
+        "welch_df": t.df if t else None,
+        "p_value": t.p_value if t else None,
+        "p_holm": v.p_holm if v else None,
         "verdict": v.verdict if v else None,
+        "seeds_to_resolve": v.seeds_to_resolve if v else None,
     }
 
 
@@ -140,34 +146,37 @@ def _published_step(run: PublishedRun) -> str:
 
 
 def verdict_section(rows: Sequence[Row]) -> list[str]:
+    judged = [r for r in rows if r.verdict]
+    tested = sum(1 for r in judged if r.verdict.test)
     text = [
         "## Does each step of the ablation hold up?",
         "",
         "Each published row changes one thing in its parent row. *published Δ* is the "
         "study's recall difference (one run each), *rerun Δ* the difference of the means "
-        f"here. The *noise threshold* is {NOISE_FACTOR:g} × the standard error of that "
-        "difference, √(sd₁²/n₁ + sd₂²/n₂). **holds**: the rerun moves the recall in the "
-        "published direction by more than the threshold; **reversed**: by more than the "
-        "threshold, the other way; **within noise**: not by more than the seed-to-seed "
-        "spread, so this rerun cannot confirm the step. With one seed per row there is no "
-        "spread, and the step cannot be judged.",
+        "here, with its 95% interval. Each step is tested by Welch's t test (two-sided, "
+        "the two rows' spreads need not be equal; Welch–Satterthwaite degrees of freedom, "
+        f"exact t distribution): *p*. The {tested} step(s) with two or more seeds per row are "
+        "judged at once, so their p-values are adjusted by Holm's step-down method, "
+        f"*p (Holm)*: the chance that any of them is wrongly called holds or reversed stays "
+        f"at {ALPHA:g}. **holds**: p (Holm) ≤ {ALPHA:g} and the rerun moves the recall in "
+        f"the published direction; **reversed**: p (Holm) ≤ {ALPHA:g}, the other way; "
+        f"**within noise**: p (Holm) > {ALPHA:g}, so this rerun cannot confirm the step, "
+        "and *seeds to resolve* says how many seeds per row a t test (two-sided, "
+        f"α = {ALPHA:g}, power {POWER:g}) would need to detect a difference of the published "
+        "size at the spread seen here (the two rows' pooled sd). The interval is each step's "
+        "own, not adjusted. With one seed per row there is no spread, and the step cannot "
+        "be judged. docs/statistics.md explains the method.",
         "",
     ]
-    seeds = Counter(row.summary.n for row in rows if row.summary.n > 1).most_common(1)
-    if seeds:
-        n = seeds[0][0]
-        text[-2] += (
-            f" This is a screen, not a formal test: a two-sided 95% t-test with {n} seeds per "
-            f"row would ask for {t_quantile(2 * n - 2):.2f} standard errors, not "
-            f"{NOISE_FACTOR:g}; more seeds narrow both."
-        )
-    judged = [r for r in rows if r.verdict]
     if not judged:
         return [*text, "No row of this sweep has its parent row in the sweep.", ""]
-    header = ("step", "change", "vs", "published Δ", "rerun Δ", "noise threshold", "verdict")
+    header = ("step", "change", "vs", "published Δ", "rerun Δ", "95% interval of Δ", "p",
+              "p (Holm)", "verdict", "seeds to resolve")  # fmt: skip
     lines = [
         (r.label, r.published.change, v.parent, fmt(v.published_diff, signed=True),
-         fmt(v.diff, signed=True), fmt(v.threshold), f"**{v.verdict}**")
+         fmt(v.diff, signed=True), f"[{v.test.low:+.4f}, {v.test.high:+.4f}]" if v.test else "–",
+         fmt_p(v.test.p_value if v.test else None), fmt_p(v.p_holm), f"**{v.verdict}**",
+         v.seeds_to_resolve if v.verdict == "within noise" else "–")
         for r in judged
         for v in [r.verdict]
     ]  # fmt: skip
