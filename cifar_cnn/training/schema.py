@@ -280,7 +280,7 @@ def check_top(app: str, values: Mapping[str, object]) -> None:
     """Check the top-level keys of the app `app` ('train', 'evaluate' or 'predict')."""
     for key, spec in TOP[app].items():
         value = values.get(key)
-        if value == MISSING:
+        if value == MISSING or (value is None and not spec.nullable):
             raise ConfigError(
                 f"{key} is required: pass it on the command line, e.g. {key}={spec.example}"
             )
