@@ -1,6 +1,7 @@
 """The report's statistics (cifar_cnn.analysis.stats) on cases with known answers."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from cifar_cnn.analysis.stats import (
     welch,
     welch_df,
 )
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_regularized_beta_closed_forms() -> None:
@@ -127,3 +130,11 @@ def test_seeds_to_resolve_known_cases_and_monotone_in_spread() -> None:
     assert seeds_to_resolve(0.01, 0.01, power=0.9) > seeds_to_resolve(0.01, 0.01)
     with pytest.raises(ValueError):
         seeds_to_resolve(0.0, 0.01)
+
+
+def test_the_worked_example_of_the_docs_prints_what_they_show(capsys) -> None:
+    page = (DOCS / "statistics.md").read_text()
+    program = page.split("```python\n", 1)[1].split("```", 1)[0]
+    printed = page.split("```text\n", 1)[1].split("```", 1)[0]
+    exec(compile(program, "docs/statistics.md", "exec"), {})
+    assert capsys.readouterr().out == printed
