@@ -101,3 +101,60 @@ def test_an_impossible_validation_size_is_refused():
     module = CIFAR10DataModule("synthetic", val_size=1000, synthetic_train_size=1000)
     with pytest.raises(ConfigError, match=r"data.val_size=1000 must be 0 .* less than the 1000"):
         module.setup()
+
+
+# --- subsets, sizes and the last batch ------------------------------------------------------
+def test_a_train_subset_is_stratified_deterministic_and_leaves_the_validation_split_alone():
+    def module(**kw):
+        dm = CIFAR10DataModule(
+            "synthetic", synthetic_train_size=1000, synthetic_test_size=100, val_size=100, **kw
+        )
+        dm.setup()
+        return dm.arrays
+
+    full, subset, again = module(), module(train_subset=300), module(train_subset=300)
+    assert torch.bincount(subset["train_y"]).tolist() == [30] * 10
+    assert all(torch.equal(subset[k], again[k]) for k in subset)  # from split_seed alone
+    assert torch.equal(subset["val_x"], full["val_x"])  # the same held-out images
+    full_rows = {tuple(x.flatten().tolist()) for x in full["train_x"]}
+    assert {tuple(x.flatten().tolist()) for x in subset["train_x"]} <= full_rows
+    other = module(train_subset=300, split_seed=1)["train_x"]
+    assert not torch.equal(other, subset["train_x"])
+
+
+def test_a_train_subset_larger_than_the_training_set_is_refused():
+    module = CIFAR10DataModule(
+        "synthetic", synthetic_train_size=500, val_size=100, train_subset=450
+    )
+    with pytest.raises(ConfigError, match=r"data.train_subset=450 must be at most the 400"):
+        module.setup()
+
+
+def test_a_split_that_leaves_less_than_one_batch_is_refused_naming_the_keys():
+    module = CIFAR10DataModule("synthetic", synthetic_train_size=1000, val_size=950, batch_size=64)
+    with pytest.raises(
+        ConfigError,
+        match=r"data.batch_size=64 is more than the 50 training images left "
+        r"\(data.val_size=950, data.train_subset=null\)",
+    ):
+        module.setup()
+
+
+def test_a_last_batch_of_one_image_is_left_out_with_a_note(caplog):
+    module = CIFAR10DataModule("synthetic", synthetic_train_size=129, batch_size=64)
+    with caplog.at_level("WARNING"):
+        module.setup()
+    assert "data.batch_size=64 leaves a last training batch of one image" in caplog.text
+    assert [len(y) for _, y in module.train_dataloader()] == [64, 64]
+    assert len(module.train_dataloader()) == 2
+    assert sum(len(y) for _, y in module.val_dataloader()) == 1000  # evaluation keeps all
+
+
+def test_batch_norm_trains_on_every_batch_the_module_yields():
+    from cifar_cnn.training.model import CNN
+
+    module = CIFAR10DataModule("synthetic", synthetic_train_size=65, batch_size=64)
+    module.setup()
+    net = CNN(batch_norm=True).train()
+    for images, _ in module.train_dataloader():  # one image would raise in BatchNorm1d
+        net(images)
