@@ -158,3 +158,20 @@ def test_batch_norm_trains_on_every_batch_the_module_yields():
     net = CNN(batch_norm=True).train()
     for images, _ in module.train_dataloader():  # one image would raise in BatchNorm1d
         net(images)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ({"data": torch.zeros(20, 3072, dtype=torch.uint8).numpy(), "labels": [10] * 20}, "0-9"),
+        ({"data": torch.zeros(20, 3072, dtype=torch.uint8).numpy(), "labels": [0] * 19}, "19 lab"),
+        ({"data": torch.zeros(20, 3000, dtype=torch.uint8).numpy(), "labels": [0] * 20}, "shape"),
+        (["not", "a", "batch"], "TypeError"),
+    ],
+)
+def test_a_batch_file_with_wrong_content_is_named(tmp_path, content, reason):
+    root = make_pickles(tmp_path)
+    with open(root / BATCHES_DIR / "data_batch_2", "wb") as f:
+        pickle.dump(content, f)
+    with pytest.raises(DataError, match=rf"data_batch_2 is unreadable or truncated .*{reason}"):
+        load_arrays("cifar10", root, download=False)

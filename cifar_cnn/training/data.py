@@ -113,9 +113,20 @@ def _read_pickle_batches(directory: Path, names: tuple[str, ...]) -> tuple[Tenso
             with open(path, "rb") as f:
                 batch = pickle.load(f, encoding="latin1")
             data = torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+            label = torch.as_tensor(batch["labels"], dtype=torch.long)
+            if len(label) != len(data) or not bool(((label >= 0) & (label < len(CLASSES))).all()):
+                raise ValueError(f"{len(label)} labels for {len(data)} images, or one outside 0-9")
             images.append(data.permute(0, 2, 3, 1))
-            labels.append(torch.as_tensor(batch["labels"], dtype=torch.long))
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, RuntimeError) as e:
+            labels.append(label)
+        except (
+            OSError,
+            EOFError,
+            pickle.UnpicklingError,
+            KeyError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+        ) as e:
             raise DataError(
                 f"CIFAR-10 batch file {path} is unreadable or truncated ({type(e).__name__}: {e}); "
                 f"delete {directory} and put a fresh copy of cifar-10-python.tar.gz in "
