@@ -21,6 +21,7 @@ from torch import Tensor
 from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.errors import ConfigError, DataError
 from cifar_cnn.training.images import decode_folder, folder_files
+from cifar_cnn.training.splits import stratified_split, stratified_subset
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,17 @@ def synthetic_arrays(train_size: int, test_size: int, noise: float = 48.0) -> Ar
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
+_PICKLE_ERRORS = (
+    OSError,
+    EOFError,
+    pickle.UnpicklingError,
+    KeyError,
+    TypeError,
+    ValueError,
+    RuntimeError,
+)
+
+
 def _read_pickle_batches(directory: Path, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
     images, labels = [], []
     for name in names:
@@ -118,15 +130,7 @@ def _read_pickle_batches(directory: Path, names: tuple[str, ...]) -> tuple[Tenso
                 raise ValueError(f"{len(label)} labels for {len(data)} images, or one outside 0-9")
             images.append(data.permute(0, 2, 3, 1))
             labels.append(label)
-        except (
-            OSError,
-            EOFError,
-            pickle.UnpicklingError,
-            KeyError,
-            TypeError,
-            ValueError,
-            RuntimeError,
-        ) as e:
+        except _PICKLE_ERRORS as e:
             raise DataError(
                 f"CIFAR-10 batch file {path} is unreadable or truncated ({type(e).__name__}: {e}); "
                 f"delete {directory} and put a fresh copy of cifar-10-python.tar.gz in "
@@ -264,7 +268,7 @@ def load_arrays(
     if source == "folder":
         if not root.is_dir():
             raise DataError(
-                f"data.root={root} does not exist; the folder source expects "
+                f"data.root={root} is not a folder; the folder source expects "
                 "DATA_ROOT/{train,test}/<class>/*.png|jpg"
             )
         train_files, test_files = folder_files(root, "train"), folder_files(root, "test")
@@ -290,43 +294,6 @@ def load_arrays(
         paths = [p for p, _ in train_files + test_files]
         return _cached(root / CACHE_NAME, _fingerprint(paths), build)
     raise DataError(f"data.source={source!r} is unknown; use one of {', '.join(SOURCES)}")
-
-
-def stratified_split(labels: Tensor, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Indices (training, validation) that hold out `val_size` images in class proportions.
-
-    Each class gives its share of `val_size` (largest remainders round the shares to whole
-    images), chosen by a permutation from `seed` alone, so the split is the same for every
-    training seed. Both index lists keep the stored order.
-    """
-    n = len(labels)
-    if not 0 < val_size < n:
-        raise ConfigError(
-            f"data.val_size={val_size} must be 0 (no validation split) or less than the "
-            f"{n} training images"
-        )
-    counts = torch.bincount(labels.cpu(), minlength=len(CLASSES))
-    exact = counts.double() * val_size / n
-    quotas = exact.floor().long()
-    short = val_size - int(quotas.sum())
-    quotas[torch.argsort(exact - quotas, descending=True, stable=True)[:short]] += 1
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    in_val = torch.zeros(n, dtype=torch.bool)
-    for label, quota in enumerate(quotas.tolist()):
-        in_val[order[labels.cpu()[order] == label][:quota]] = True
-    return (~in_val).nonzero().squeeze(1), in_val.nonzero().squeeze(1)
-
-
-def stratified_subset(labels: Tensor, size: int, seed: int) -> Tensor:
-    """Indices of `size` of the images, in class proportions and in the stored order, chosen
-    by a permutation from `seed` alone (the complement of a stratified split)."""
-    n = len(labels)
-    if not 0 < size <= n:
-        raise ConfigError(
-            f"data.train_subset={size} must be at most the {n} training images (after any "
-            "data.val_size held out), or null for all of them"
-        )
-    return torch.arange(n) if size == n else stratified_split(labels, n - size, seed)[0]
 
 
 class CIFAR10DataModule(L.LightningDataModule):
