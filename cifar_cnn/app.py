@@ -18,6 +18,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_cnn.core.errors import UserError
+from cifar_cnn.core.keys import run_name
+from cifar_cnn.core.runfiles import HYDRA_DIR
 from cifar_cnn.training.runtime import usable_cpus
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import ResumableOptunaSweeper
 
@@ -27,9 +29,8 @@ log = logging.getLogger("cifar_cnn")
 _PACKAGED = Path(__file__).resolve().parent / "conf"
 CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "conf")
 
-OmegaConf.register_new_resolver(
-    "run_suffix", lambda overrides: f"_{overrides}" if overrides else "", replace=True
-)
+# `_k=v,...` from the overrides that name a run (conf/hydra/default.yaml).
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 # The sweeper of hparams_search=optuna. Hydra finds plugins by scanning the hydra_plugins
 # namespace, which misses one installed in editable mode (pip install -e); registering it here
 # works in every install.
@@ -55,6 +56,18 @@ def run_directory() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def save_run_config(cfg: DictConfig) -> None:
+    """Save the job's config, overrides and Hydra config into `<run dir>/.hydra/`, as Hydra
+    would (conf/hydra/default.yaml turns Hydra's own saving off so that a finished run's files
+    are never rewritten by a run that is then refused)."""
+    hydra_config = HydraConfig.get()
+    out = run_directory() / HYDRA_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), out / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_config.overrides.task)), out / "overrides.yaml")
+
+
 def experiment_name() -> str | None:
     """The `experiment=` choice of this job, if any."""
     return HydraConfig.get().runtime.choices.get("experiment")
@@ -76,6 +89,17 @@ def concurrent_jobs() -> int:
     if isinstance(batch, int) and batch > 0:
         n_jobs = min(n_jobs, batch)
     return max(1, n_jobs)
+
+
+def refuse_search_without_multirun() -> None:
+    """Exit with a message when `hparams_search=...` is given without `-m`: Hydra would run
+    one default run instead of the search."""
+    search = HydraConfig.get().runtime.choices.get("hparams_search")
+    if search and HydraConfig.get().mode == RunMode.RUN:
+        sys.exit(
+            f"error: hparams_search={search} is a search over many runs; add -m: "
+            f"python -m cifar_cnn.train -m hparams_search={search} ..."
+        )
 
 
 def exit_on_user_error(error: UserError) -> None:

@@ -17,7 +17,7 @@ from cifar_cnn.use.inference import evaluate
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the test recall."""
     try:
-        return evaluate(cfg, app.run_directory())["test_recall"]
+        return evaluate(cfg, app.run_directory()).test.recall
     except UserError as e:
         app.exit_on_user_error(e)
         raise

@@ -11,6 +11,7 @@ from torchvision.io import write_png
 
 from cifar_cnn.app import compose_config
 from cifar_cnn.core.cifar10 import CLASSES
+from cifar_cnn.core.record import DataSummary, Environment, History, RunRecord, TestResults
 from cifar_cnn.training.data import BATCHES_DIR, TEST_BATCHES, TRAIN_BATCHES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +76,37 @@ def make_pickles(root: Path, per_batch: int = 20) -> Path:
         with open(directory / name, "wb") as f:
             pickle.dump({"data": data.numpy(), "labels": labels}, f)
     return root
+
+
+def fake_record(
+    recall: float = 0.5,
+    epochs: int = 1,
+    precision: str = "32-true",
+    source: str = "synthetic",
+    seed: int = 0,
+    val_recall: float | None = None,
+    **fields: object,
+) -> RunRecord:
+    """A finished run's record with made-up numbers, for tests of the report and the search."""
+    history = History(
+        train_loss=[2.0] * epochs,
+        test_recall=[] if val_recall is not None else [recall] * epochs,
+        test_recall_epochs=[] if val_recall is not None else list(range(1, epochs + 1)),
+        val_recall=[] if val_recall is None else [val_recall] * epochs,
+        val_recall_epochs=[] if val_recall is None else list(range(1, epochs + 1)),
+        train_seconds=1.5 * epochs,
+    )
+    per_class = {name: recall for name in CLASSES}
+    values = dict(
+        experiment="default",
+        overrides=[],
+        seed=seed,
+        params=256_058,
+        history=history,
+        test=TestResults(recall, recall, per_class, [[10] * 10 for _ in CLASSES]),
+        data=DataSummary(source=source, train_size=256, test_size=200),
+        environment=Environment("cpu", precision, False, 1, {"torch": "test"}),
+        wall_seconds_this_process=2.0,
+        config={},
+    )
+    return RunRecord(**{**values, **fields})

@@ -14,9 +14,10 @@ from omegaconf import OmegaConf
 from torchvision.io import write_png
 
 from cifar_cnn.core.errors import ConfigError, DataError
+from cifar_cnn.core.record import RunRecord, read_record
+from cifar_cnn.training.checkpoint import config_mismatches
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.data import BATCHES_DIR, CACHE_NAME, load_arrays
-from cifar_cnn.training.run import checkpoint_mismatches
 from helpers import FAST, REPO, config, make_folder, make_pickles, run_cli
 
 
@@ -130,7 +131,7 @@ def test_a_checkpoint_from_another_configuration_is_refused(tmp_path):
     )
     assert "resume=false" in result.stdout
     run_cli([*FAST, "model.filters=large", "resume=false", f"hydra.run.dir={tmp_path}"])
-    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+    assert read_record(tmp_path / "metrics.json", RunRecord).epochs == 2
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_a_checkpoint_from_another_configuration_is_refused(tmp_path):
 def test_resuming_refuses_a_checkpoint_when_a_key_that_changes_the_result_differs(override):
     saved = OmegaConf.to_container(config(FAST))
     now = OmegaConf.to_container(config([*FAST, override]))
-    assert checkpoint_mismatches(saved, now) == [
+    assert config_mismatches(saved, now) == [
         f"{key}: {_get(saved, key)} (checkpoint) vs {_get(now, key)} (now)"
         for key in [override.partition("=")[0]]
     ]
@@ -156,7 +157,7 @@ def test_resuming_accepts_more_epochs_and_other_speed_settings():
     now = OmegaConf.to_container(
         config([*FAST, "trainer.max_epochs=9", "compute.threads=2", "progress_bar_refresh=5"])
     )
-    assert checkpoint_mismatches(saved, now) == []
+    assert config_mismatches(saved, now) == []
 
 
 def _get(config: dict, dotted: str) -> object:
@@ -180,7 +181,7 @@ RESUMABLE = [
 def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     reference = tmp_path / "reference"
     run_cli([*RESUMABLE, f"hydra.run.dir={reference}"])
-    expected = json.loads((reference / "metrics.json").read_text())
+    expected = read_record(reference / "metrics.json", RunRecord)
 
     run_dir = tmp_path / "killed"
     process = subprocess.Popen(
@@ -199,16 +200,11 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     assert epochs_done < 4, "the kill came after training ended; nothing left to resume"
 
     result = run_cli([*RESUMABLE, f"hydra.run.dir={run_dir}"])
-    assert f"resuming from {checkpoint} (epoch {epochs_done} done)" in result.stdout
-    resumed = json.loads((run_dir / "metrics.json").read_text())
-    for key in (
-        "train_loss_per_epoch",
-        "test_recall_per_epoch",
-        "test_recall",
-        "confusion_matrix",
-        "epochs",
-    ):
-        assert resumed[key] == expected[key], key
+    assert f"resuming from {checkpoint} ({epochs_done} epochs done)" in result.stdout
+    resumed = read_record(run_dir / "metrics.json", RunRecord)
+    assert resumed.history.train_loss == expected.history.train_loss
+    assert resumed.history.test_recall == expected.history.test_recall
+    assert resumed.test == expected.test
 
 
 @pytest.mark.slow
@@ -240,14 +236,14 @@ def test_an_interrupted_sweep_resumes_unfinished_jobs(tmp_path):
     args = ["-m", "seed=0,1,2", *FAST, f"hydra.sweep.dir={sweep}"]
     run_cli(args)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    finished = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    finished = [read_record(j / "metrics.json", RunRecord) for j in jobs]
     (jobs[1] / "metrics.json").unlink()  # as if killed after its last checkpoint
     for path in (jobs[2] / "metrics.json", jobs[2] / "checkpoints" / "last.ckpt"):
         path.unlink()  # as if never started
     result = run_cli(args)
     assert result.stdout.count("already finished; skipping") == 1
     assert result.stdout.count("resuming from") == 1
-    rerun = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    rerun = [read_record(j / "metrics.json", RunRecord) for j in jobs]
     for before, after in zip(finished, rerun, strict=True):
-        assert before["test_recall"] == after["test_recall"]
-        assert before["train_loss_per_epoch"] == after["train_loss_per_epoch"]
+        assert before.test.recall == after.test.recall
+        assert before.history.train_loss == after.history.train_loss

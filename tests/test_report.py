@@ -13,8 +13,9 @@ from cifar_cnn.analysis.runs import ReportError, Run, group_runs, overrides_from
 from cifar_cnn.analysis.stats import holm
 from cifar_cnn.analysis.tables import verdict_section
 from cifar_cnn.core.published import BY_NAME, PUBLISHED, STUDY_ORDER
+from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.report import main, write_sweep_report
-from helpers import FAST, REPO, run_cli
+from helpers import FAST, REPO, fake_record, run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -48,11 +49,11 @@ def read_csv(report_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def metrics_by_experiment(sweep: Path) -> dict[str, list[dict]]:
-    found: dict[str, list[dict]] = {}
+def metrics_by_experiment(sweep: Path) -> dict[str, list[RunRecord]]:
+    found: dict[str, list[RunRecord]] = {}
     for path in sorted(sweep.glob("*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        found.setdefault(metrics["experiment"], []).append(metrics)
+        record = read_record(path, RunRecord)
+        found.setdefault(record.experiment, []).append(record)
     return found
 
 
@@ -83,7 +84,7 @@ def test_means_and_sds_equal_hand_computed(report: Path, sweep: Path) -> None:
     rows = {row["experiment"]: row for row in read_csv(report)}
     markdown = (report / "results.md").read_text()
     for experiment, runs in metrics_by_experiment(sweep).items():
-        recalls = [m["test_recall"] for m in runs]
+        recalls = [m.test.recall for m in runs]
         n = len(recalls)
         mean = sum(recalls) / n
         sd = math.sqrt(sum((r - mean) ** 2 for r in recalls) / (n - 1))
@@ -171,12 +172,12 @@ def test_runs_without_metrics_are_listed_not_dropped(sweep: Path, tmp_path: Path
     assert (rows["filters"]["runs_finished"], rows["filters"]["runs_total"]) == ("1", "3")
     assert rows["filters"]["runs_unfinished"] == "2"
     # the mean counts finished runs only
-    kept = [m["test_recall"] for m in metrics_by_experiment(copy)["filters"]]
+    kept = [m.test.recall for m in metrics_by_experiment(copy)["filters"]]
     assert float(rows["filters"]["mean_recall"]) == pytest.approx(kept[0], abs=1e-12)
     assert rows["filters"]["sd_recall"] == ""
 
     markdown = (report / "results.md").read_text()
-    lost = section(markdown, "Failed and unfinished runs")
+    lost = section(markdown, "Failed, interrupted and unfinished runs")
     assert f"`{killed.name}`" in lost
     assert "checkpoints/last.ckpt exists" in lost
     assert "2 epoch(s) logged" in lost  # read from the run's TensorBoard events
@@ -193,8 +194,7 @@ def test_mixed_epochs_and_data_are_reported(sweep: Path, tmp_path: Path) -> None
     copy = copy_sweep(sweep, tmp_path)
     path = next(copy.glob("*experiment=default*seed=1*")) / "metrics.json"
     metrics = json.loads(path.read_text())
-    metrics["epochs"] = 3
-    metrics["train_loss_per_epoch"].append(2.2)
+    metrics["history"]["train_loss"].append(2.2)  # 3 epochs
     metrics["data"]["source"] = "folder"
     path.write_text(json.dumps(metrics))
     markdown = (write_sweep_report([copy]) / "results.md").read_text()
@@ -250,8 +250,8 @@ def make_run(experiment: str | None, seed: int, recall: float, **overrides: str)
     items = {"seed": str(seed), **overrides}
     if experiment:
         items["experiment"] = experiment
-    metrics = {"test_recall": recall, "epochs": 2, "params": 1, "data": {}}
-    return Run(Path(f"{seed}"), f"{seed}", "finished", experiment, items, seed, metrics)
+    record = fake_record(recall, epochs=2, seed=seed, experiment=experiment)
+    return Run(Path(f"{seed}"), f"{seed}", "finished", experiment, items, seed, record)
 
 
 def steps(parent: list[float], **children: list[float]) -> list:

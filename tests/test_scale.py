@@ -18,12 +18,13 @@ import pytest
 
 from cifar_cnn.analysis.runs import Run, group_runs, setup_notes
 from cifar_cnn.core.errors import ConfigError, TrainingDiverged
+from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.report import write_sweep_report
 from cifar_cnn.training import runtime
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.data import CACHE_NAME, load_arrays
 from cifar_cnn.training.run import train
-from helpers import FAST, REPO, config, make_folder, run_cli
+from helpers import FAST, REPO, config, fake_record, make_folder, run_cli
 
 SWEEP = [*FAST, "seed=0,1", "trainer.max_epochs=1", "data.synthetic_train_size=256"]
 LAUNCHERS = {
@@ -51,11 +52,11 @@ def test_a_parallel_launcher_writes_a_run_directory_per_job(sweeps, launcher):
     runs = sorted(sweeps[launcher].glob("*/metrics.json"))
     assert len(runs) == 2
     metrics = [json.loads(path.read_text()) for path in runs]
-    assert sorted(m["seed"] for m in metrics) == [0, 1]
+    assert sorted(m.seed for m in metrics) == [0, 1]
     assert all((path.parent / "train.log").is_file() for path in runs)  # Hydra's job log
     expected_threads = max(1, runtime.usable_cpus() // 2) if launcher == "joblib" else 1
-    assert [m["threads"] for m in metrics] == [expected_threads] * 2
-    assert {m["precision"] for m in metrics} == {"32-true"}
+    assert [m.environment.threads for m in metrics] == [expected_threads] * 2
+    assert {m.environment.precision for m in metrics} == {"32-true"}
 
 
 @pytest.mark.slow
@@ -120,8 +121,8 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_checkpoint(tm
     log = (run_dir / "train.log").read_text()  # Hydra's job log also holds submitit's lines
     assert "Requeued job" in log
     assert "resuming from" in log.partition("Requeued job")[2]  # in the same run directory
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test_recall_epochs"] == list(range(1, epochs + 1))
+    metrics = read_record(run_dir / "metrics.json", RunRecord)
+    assert metrics.history.test_recall_epochs == list(range(1, epochs + 1))
 
 
 CHILD = """
@@ -184,10 +185,10 @@ def test_more_than_one_device_per_run_is_refused_pointing_to_parallel_jobs(devic
 
 def test_a_bf16_run_on_cpu_finishes_and_records_its_precision(tmp_path):
     metrics = train(config([*FAST, "trainer.precision=bf16-mixed"]), tmp_path)
-    assert metrics["precision"] == "bf16-mixed"
-    assert json.loads((tmp_path / "metrics.json").read_text())["precision"] == "bf16-mixed"
-    assert all(math.isfinite(loss) for loss in metrics["train_loss_per_epoch"])
-    assert 0 <= metrics["test_recall"] <= 1
+    assert metrics.environment.precision == "bf16-mixed"
+    assert read_record(tmp_path / "metrics.json", RunRecord) == metrics
+    assert all(math.isfinite(loss) for loss in metrics.history.train_loss)
+    assert 0 <= metrics.test.recall <= 1
 
 
 def test_emulated_bf16_is_warned_about_naming_the_setting(monkeypatch, caplog):
@@ -204,14 +205,8 @@ def test_emulated_bf16_is_warned_about_naming_the_setting(monkeypatch, caplog):
 
 def test_a_sweep_that_mixes_precisions_says_so():
     def run(precision: str, seed: int) -> Run:
-        metrics = {
-            "test_recall": 0.5,
-            "epochs": 1,
-            "data": {"source": "synthetic", "train_size": 256, "test_size": 200},
-            "device": "cpu",
-            "precision": precision,
-        }
-        return Run(Path(f"{seed}"), f"{seed}", "finished", "default", {}, seed, metrics)
+        record = fake_record(precision=precision, seed=seed)
+        return Run(Path(f"{seed}"), f"{seed}", "finished", "default", {}, seed, record)
 
     notes = setup_notes(group_runs([run("32-true", 0), run("bf16-mixed", 1)]))
     assert any("mixes precisions: 32-true (1 run), bf16-mixed (1 run)" in n for n in notes)

@@ -1,10 +1,9 @@
-import json
-
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from cifar_cnn.core.published import STUDY_ORDER
+from cifar_cnn.core.record import DataSummary, RunRecord, read_record
 from cifar_cnn.training.model import count_parameters
 from cifar_cnn.training.run import train
 from helpers import FAST, config, make_folder, run_cli
@@ -35,15 +34,15 @@ def test_experiments_are_diffs_against_their_parent_rows():
 def test_training_loss_falls_and_recall_rises(tmp_path):
     run_dir = tmp_path / "run"
     run_cli([*FAST, "trainer.max_epochs=4", f"hydra.run.dir={run_dir}"])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    losses = metrics["train_loss_per_epoch"]
-    assert len(losses) == metrics["epochs"] == 4
+    metrics = read_record(run_dir / "metrics.json", RunRecord)
+    losses = metrics.history.train_loss
+    assert len(losses) == metrics.epochs == 4
     assert losses[-1] < 0.5 * losses[0]
-    assert metrics["test_recall"] > 0.5
-    assert metrics["test_recall_epochs"] == [1, 2, 3, 4]
-    assert len(metrics["test_recall_per_class"]) == 10
-    assert metrics["params"] == 256_058 and metrics["seed"] == 0
-    assert metrics["train_seconds"] > 0
+    assert metrics.test.recall > 0.5
+    assert metrics.history.test_recall_epochs == [1, 2, 3, 4]
+    assert len(metrics.test.recall_per_class) == 10
+    assert metrics.params == 256_058 and metrics.seed == 0
+    assert metrics.history.train_seconds > 0
     # Lightning counts every SGD step, which periodic checkpoints rely on.
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 4 * (512 // 64)
@@ -73,7 +72,7 @@ def test_two_job_multirun_writes_two_metrics_files(tmp_path):
         "model.filters=large,optimizer.lr=0.1,trainer.accelerator=cpu,"
         "trainer.gradient_clip_val=1.0,trainer.max_epochs=1",
     ]
-    params = [json.loads(p.read_text())["params"] for p in written]
+    params = [read_record(p, RunRecord).params for p in written]
     assert params[0] == 256_058 and params[1] > params[0]
 
 
@@ -90,15 +89,15 @@ def test_data_root_is_taken_from_the_launch_directory(tmp_path):
         ],
         cwd=tmp_path,
     )
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["data"] == {"source": "folder", "train_size": 20, "test_size": 20}
+    metrics = read_record(tmp_path / "out" / "metrics.json", RunRecord)
+    assert metrics.data == DataSummary(source="folder", train_size=20, test_size=20)
 
 
 def test_gradient_clipping_and_accumulation_are_trainer_options(tmp_path):
     cfg = config([*FAST, "trainer.accumulate_grad_batches=2", "trainer.max_epochs=3"])
     metrics = train(cfg, tmp_path)
-    losses = metrics["train_loss_per_epoch"]
-    assert metrics["config"]["trainer"]["gradient_clip_val"] == 1.0
+    losses = metrics.history.train_loss
+    assert metrics.config["trainer"]["gradient_clip_val"] == 1.0
     assert len(losses) == 3 and losses[-1] < losses[0]
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 3 * (512 // 64) // 2  # one SGD step per two batches

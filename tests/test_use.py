@@ -3,7 +3,6 @@ run's test numbers, `predict` labels image files; loggers are a config group; Te
 HParams dashboard gets every run."""
 
 import csv
-import json
 import logging
 import sys
 from pathlib import Path
@@ -19,11 +18,13 @@ from cifar_cnn.analysis.runs import read_run
 from cifar_cnn.app import compose_config
 from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.errors import ConfigError, DataError
+from cifar_cnn.core.record import DataSummary, EvalRecord, RunRecord, read_record
+from cifar_cnn.training.checkpoint import checkpoint_to_resume, load_classifier
 from cifar_cnn.training.data import normalise
 from cifar_cnn.training.loggers import build_loggers
 from cifar_cnn.training.module import CIFARClassifier
-from cifar_cnn.training.run import checkpoint_to_resume, train
-from cifar_cnn.use.inference import evaluate, find_images, load_classifier, predict, read_image
+from cifar_cnn.training.run import train
+from cifar_cnn.use.inference import evaluate, find_images, predict, read_image
 from helpers import FAST, config, run_cli
 
 # Batch norm and dropout make evaluation mode matter; two epochs leave the recall short of 1,
@@ -33,8 +34,8 @@ DATA = [o for o in FAST if o.startswith("data.")]  # the test set the run was te
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, dict]:
-    """A finished two-epoch run: its directory and metrics.json."""
+def trained(tmp_path_factory) -> tuple[Path, RunRecord]:
+    """A finished two-epoch run: its directory and its record."""
     run_dir = tmp_path_factory.mktemp("run")
     return run_dir, train(config(TRAINED), run_dir)
 
@@ -66,21 +67,21 @@ def write_photos(folder: Path) -> Path:
 
 def test_evaluate_gives_the_runs_test_numbers_exactly(trained, tmp_path):
     run_dir, metrics = trained
-    assert 0.2 < metrics["test_recall"] < 0.99
+    assert 0.2 < metrics.test.recall < 0.99
     results = evaluate(evaluate_config([f"ckpt_path={checkpoint(run_dir)}", *DATA]), tmp_path)
-    assert json.loads((tmp_path / "eval.json").read_text()) == results
-    for key in ("test_recall", "test_accuracy", "test_recall_per_class", "confusion_matrix"):
-        assert results[key] == metrics[key], key
-    assert results["ckpt_path"] == str(checkpoint(run_dir).resolve())
-    assert results["epoch"] == metrics["epochs"] == 2
-    assert results["data"] == {"source": "synthetic", "root": None, "test_size": 200}
-    assert results["config"] == metrics["config"]
+    assert read_record(tmp_path / "eval.json", EvalRecord) == results
+    assert results.test == metrics.test
+    assert results.ckpt_path == str(checkpoint(run_dir).resolve())
+    assert results.epochs == metrics.epochs == 2
+    assert results.data == DataSummary(source="synthetic", test_size=200)
+    assert results.config == metrics.config
 
 
 def test_a_checkpoint_alone_rebuilds_the_trained_network(trained):
     run_dir, _ = trained
     saved = torch.load(checkpoint(run_dir), weights_only=False)
     module = CIFARClassifier.load_from_checkpoint(checkpoint(run_dir)).eval()
+    assert load_classifier(checkpoint(run_dir)).history == trained[1].history
     # Only resuming restores the training RNG state; loading leaves the process's alone.
     assert not torch.equal(torch.get_rng_state(), saved["cifar_cnn"]["torch_rng"])
     state = saved["state_dict"]
@@ -163,7 +164,7 @@ def test_a_missing_or_unreadable_checkpoint_is_refused_naming_it(tmp_path):
         evaluate(evaluate_config([f"ckpt_path={missing}", *DATA]), tmp_path)
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match=rf"ckpt_path={junk}: .* not a readable cifar_cnn"):
+    with pytest.raises(ConfigError, match=rf"ckpt_path={junk}: not a readable cifar_cnn"):
         predict(predict_config([f"ckpt_path={junk}", f"images={junk}"]), tmp_path)
     with pytest.raises(ConfigError, match="is a folder; pass a checkpoint file"):
         load_classifier(tmp_path)
@@ -177,15 +178,15 @@ def test_logger_csv_writes_its_metrics_and_report_and_resume_do_not_need_tensorb
     with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
         logged = list(csv.DictReader(f))
     assert [float(r["train/loss"]) for r in logged if r.get("train/loss")] == pytest.approx(
-        metrics["train_loss_per_epoch"]
+        metrics.history.train_loss
     )
     assert not (tmp_path / "tensorboard").exists()
     run = read_run(tmp_path, tmp_path.name)
-    assert run.status == "finished" and run.metrics["test_recall"] == metrics["test_recall"]
+    assert run.status == "finished" and run.record.test.recall == metrics.test.recall
     # A run may continue under another logger: logger.* does not change the result.
     more = config([*FAST, "trainer.max_epochs=2", "logger=many"])
     run_config = OmegaConf.to_container(more, resolve=True)
-    run_config["data"]["root"] = metrics["config"]["data"]["root"]
+    run_config["data"]["root"] = metrics.config["data"]["root"]
     assert checkpoint_to_resume(tmp_path, run_config, True, None) == str(checkpoint(tmp_path))
 
 
@@ -248,7 +249,7 @@ def hparams_sessions(logdir: Path) -> dict[str, dict]:
 def test_tensorboard_hparams_list_every_run_of_a_sweep_with_its_test_recall(trained, tmp_path):
     run_dir, metrics = trained
     (session,) = hparams_sessions(run_dir).values()
-    assert session["hp/test_recall"] == pytest.approx(metrics["test_recall"], abs=1e-6)
+    assert session["hp/test_recall"] == pytest.approx(metrics.test.recall, abs=1e-6)
     assert session["model/batch_norm"] == "true" and session["model/dropout"] == 0.3
     assert session["model/kernel_sizes"] == "[5, 3, 3]" and session["model/filters"] == "small"
     assert session["optimizer/name"] == "SGD" and session["optimizer/lr"] == 0.01
@@ -273,9 +274,9 @@ def test_evaluate_and_predict_run_from_the_command_line(trained, tmp_path):
         [ckpt, *DATA, "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'eval'}"],
         module="cifar_cnn.evaluate",
     ).stdout
-    results = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert results["test_recall"] == metrics["test_recall"]
-    assert f"recall {metrics['test_recall']:.4f}" in out and "airplane" in out
+    results = read_record(tmp_path / "eval" / "eval.json", EvalRecord)
+    assert results.test.recall == metrics.test.recall
+    assert f"recall {metrics.test.recall:.4f}" in out and "airplane" in out
 
     photos = write_photos(tmp_path / "photos")
     images = f"images=[{photos / 'b_wide.jpg'},{photos / 'notes.txt'}]"

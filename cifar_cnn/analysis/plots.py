@@ -46,15 +46,10 @@ def wrapped(label: str, width: int) -> str:
 
 def _curves(row: Row, kind: str) -> list[Curve]:
     """Each finished run's training loss (`kind` "loss") or test recall per epoch."""
+    histories = [r.record.history for r in row.finished]
     if kind == "loss":
-        return [
-            (list(range(1, len(r.metrics["train_loss_per_epoch"]) + 1)),
-             r.metrics["train_loss_per_epoch"])
-            for r in row.finished
-        ]  # fmt: skip
-    return [
-        (r.metrics["test_recall_epochs"], r.metrics["test_recall_per_epoch"]) for r in row.finished
-    ]
+        return [(list(range(1, h.epochs + 1)), h.train_loss) for h in histories]
+    return [(h.test_recall_epochs, h.test_recall) for h in histories]
 
 
 def _mean_curve(curves: Sequence[Curve]) -> Curve:
@@ -195,7 +190,7 @@ def per_class_heatmap(rows: Sequence[Row]) -> Figure:
     """Mean recall of every class for every configuration that finished a run."""
     shown = [row for row in rows if row.finished]
     matrix = [
-        [statistics.fmean(r.metrics["test_recall_per_class"].get(c, math.nan) for r in row.finished)
+        [statistics.fmean(r.record.test.recall_per_class.get(c, math.nan) for r in row.finished)
          for c in CLASSES]
         for row in shown
     ]  # fmt: skip
@@ -222,7 +217,7 @@ def best_confusion(row: Row) -> Figure:
     n = len(CLASSES)
     total = [[0] * n for _ in range(n)]
     for run in row.finished:
-        for i, line in enumerate(run.metrics["confusion_matrix"] or []):
+        for i, line in enumerate(run.record.test.confusion_matrix):
             for j, count in enumerate(line):
                 total[i][j] += count
     seeds = f"{len(row.finished)} seed{'s' * (len(row.finished) != 1)} summed"

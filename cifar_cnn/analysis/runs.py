@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,7 +29,9 @@ from cifar_cnn.analysis.stats import (
     welch,
 )
 from cifar_cnn.core.errors import UserError
+from cifar_cnn.core.keys import splits_rows
 from cifar_cnn.core.published import BY_NAME, STUDY_ORDER, PublishedRun
+from cifar_cnn.core.record import Failure, RecordError, RunRecord, read_record
 from cifar_cnn.core.runfiles import (
     FAILED_FILE,
     HYDRA_DIR,
@@ -37,17 +39,10 @@ from cifar_cnn.core.runfiles import (
     METRICS_FILE,
     RUN_MARKERS,
     TENSORBOARD_DIR,
-    read_json,
 )
 
 DEFAULT_SWEEPS_ROOT = Path("outputs/multiruns")
 REPORT_DIR = "report"
-# Overrides that do not change what a run computes: they never split runs into groups.
-NON_DEFINING_KEYS = frozenset((
-    "seed", "data.seed", "resume", "ckpt_path", "data.root", "data.download",
-    "data.eval_batch_size", "progress_bar_refresh", "checkpoint_every_n_epochs",
-))  # fmt: skip
-NON_DEFINING_PREFIXES = ("hydra.", "compute.")
 
 
 class ReportError(UserError):
@@ -63,11 +58,11 @@ class Run:
 
     path: Path
     name: str  # the directory name, prefixed by its sweep when several are pooled
-    status: str  # "finished", "failed" or "unfinished"
+    status: str  # "finished", "failed", "interrupted" or "unfinished"
     experiment: str | None
     overrides: dict[str, str]  # every override of the job, key -> value
     seed: int | None
-    metrics: dict | None = None
+    record: RunRecord | None = None  # a finished run's metrics.json
     detail: str = ""  # why a run did not finish, and how far it got
 
     @property
@@ -79,12 +74,8 @@ class Run:
 
     @property
     def defining(self) -> dict[str, str]:
-        """The overrides that define the configuration (no seed, paths or display settings)."""
-        return {
-            k: v
-            for k, v in self.overrides.items()
-            if k not in NON_DEFINING_KEYS and not k.startswith(NON_DEFINING_PREFIXES)
-        }
+        """The overrides that split report rows (core/keys.py: no seed, paths or display)."""
+        return {k: v for k, v in self.overrides.items() if splits_rows(k)}
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:
@@ -129,35 +120,43 @@ def tensorboard_progress(run_dir: Path) -> str:
 
 
 def read_run(run_dir: Path, name: str) -> Run:
-    """What one job directory holds: metrics.json, failed.json, or neither (unfinished)."""
-    metrics = read_json(run_dir / METRICS_FILE)
-    if metrics is not None and "test_recall" in metrics:
-        overrides = parse_overrides(metrics.get("overrides") or [])
-        experiment = metrics.get("experiment") or overrides.get("experiment")
-        seed = _seed(metrics.get("seed", overrides.get("seed")))
-        return Run(run_dir, name, "finished", experiment, overrides, seed, metrics)
+    """What one job directory holds: a valid metrics.json (finished), failed.json (failed or
+    interrupted), or neither (unfinished: also when metrics.json is invalid)."""
+    problem = ""
+    if (run_dir / METRICS_FILE).exists():
+        try:
+            record = read_record(run_dir / METRICS_FILE, RunRecord)
+        except RecordError as e:
+            problem = f"{e} (counted as unfinished)"
+        else:
+            overrides = parse_overrides(record.overrides)
+            experiment = record.experiment or overrides.get("experiment")
+            return Run(run_dir, name, "finished", experiment, overrides, record.seed, record)
 
-    failed = read_json(run_dir / FAILED_FILE)
+    failed = None
+    if (run_dir / FAILED_FILE).exists():
+        try:
+            failed = read_record(run_dir / FAILED_FILE, Failure)
+        except RecordError as e:
+            problem = problem or str(e)
     hydra_overrides = run_dir / HYDRA_DIR / "overrides.yaml"
-    if failed is not None and failed.get("overrides") is not None:
-        overrides = parse_overrides(failed["overrides"])
+    if failed is not None:
+        overrides = parse_overrides(failed.overrides)
     elif hydra_overrides.is_file():
         overrides = parse_overrides(yaml.safe_load(hydra_overrides.read_text()) or [])
     else:
         overrides = parse_overrides(overrides_from_dirname(run_dir.name))
     if failed is not None:
-        status = "failed"
-        epoch = f" in epoch {failed['epoch']}" if failed.get("epoch") else ""
-        detail = f"{failed.get('error', 'unknown error')}{epoch}"
+        status = "interrupted" if failed.signal else "failed"
+        epoch = f" in epoch {failed.epoch}" if failed.epoch else ""
+        detail = f"{failed.error}{epoch}"
     else:
         status = "unfinished"
-        detail = f"no {METRICS_FILE}: killed or still running"
-        if metrics is not None:
-            detail = f"{METRICS_FILE} lacks test_recall"
+        detail = problem or f"no {METRICS_FILE}: killed or still running"
     detail += f"; {tensorboard_progress(run_dir)}"
-    if status == "unfinished" and (run_dir / LAST_CHECKPOINT).is_file():
+    if status in ("unfinished", "interrupted") and (run_dir / LAST_CHECKPOINT).is_file():
         detail += f"; {LAST_CHECKPOINT} exists (rerunning the sweep resumes it)"
-    experiment = (failed or {}).get("experiment") or overrides.get("experiment")
+    experiment = (failed.experiment if failed else None) or overrides.get("experiment")
     return Run(
         run_dir, name, status, experiment, overrides, _seed(overrides.get("seed")), None, detail
     )
@@ -275,15 +274,15 @@ class Row:
 
     @property
     def recalls(self) -> list[float]:
-        return [r.metrics["test_recall"] for r in self.finished]
+        return [r.record.test.recall for r in self.finished]
 
     @property
     def summary(self) -> Summary:
         return Summary.of(self.recalls)
 
-    def metric_values(self, key: str) -> str:
-        """The distinct values of a metrics.json entry among the finished runs, joined."""
-        return joined(dict.fromkeys(r.metrics.get(key) for r in self.finished))
+    def record_values(self, value: Callable[[RunRecord], object]) -> str:
+        """The distinct values of `value(record)` among the finished runs, joined."""
+        return joined(dict.fromkeys(value(r.record) for r in self.finished))
 
 
 def judge(row: Row, parent: Row | None, published: PublishedRun) -> Verdict:
@@ -357,11 +356,11 @@ def setup_notes(rows: Sequence[Row]) -> list[str]:
     finished = [r for r in runs if r.status == "finished"]
     notes = []
     for what, values, advice in (
-        ("epoch counts", [f"{r.metrics['epochs']} epochs" for r in finished],
+        ("epoch counts", [f"{r.record.epochs} epochs" for r in finished],
          "Only rows with the same epoch count compare."),
         ("data sources or sizes", [data_text(r) for r in finished],
          "Only rows on the same data compare."),
-        ("devices", [str(r.metrics.get("device")) for r in finished],
+        ("devices", [r.record.environment.device for r in finished],
          "Training times do not compare across devices."),
         ("precisions", [precision_text(r) for r in finished],
          "bf16 can change the recall as well as the time; compare rows of one precision."),
@@ -380,7 +379,9 @@ def setup_notes(rows: Sequence[Row]) -> list[str]:
     lost = Counter(r.status for r in runs if r.status != "finished")
     if lost:
         parts = " and ".join(f"{n} {status}" for status, n in lost.items())
-        notes.append(f"{parts} run(s): see 'Failed and unfinished runs'; they count in no mean.")
+        notes.append(
+            f"{parts} run(s): see 'Failed, interrupted and unfinished runs'; they count in no mean."
+        )
     return notes
 
 
@@ -395,15 +396,15 @@ def joined(values: Sequence) -> str:
 def data_text(run: Run) -> str:
     """A finished run's data source and sizes: `synthetic (256 train / 100 test)`, or with a
     validation split `synthetic (206 train / 50 val / 100 test)`."""
-    data = run.metrics["data"]
-    sizes = [f"{data.get('train_size')} train", f"{data.get('test_size')} test"]
-    if data.get("val_size"):
-        sizes.insert(1, f"{data['val_size']} val")
-    return f"{data.get('source')} ({' / '.join(sizes)})"
+    data = run.record.data
+    sizes = [f"{data.train_size} train", f"{data.test_size} test"]
+    if data.val_size:
+        sizes.insert(1, f"{data.val_size} val")
+    return f"{data.source} ({' / '.join(sizes)})"
 
 
 def precision_text(run: Run) -> str:
-    """A finished run's numeric precision (`32-true`, `bf16-mixed`), also for runs written
-    before metrics.json recorded it (from its resolved config)."""
-    config = run.metrics.get("config") or {}
-    return str(run.metrics.get("precision") or config.get("trainer", {}).get("precision", "–"))
+    """A finished run's numeric precision (`32-true`, `bf16-mixed`), with `+tf32` when TF32
+    was allowed."""
+    environment = run.record.environment
+    return environment.precision + ("+tf32" if environment.tf32 else "")

@@ -42,7 +42,7 @@ def _short(key: str) -> str:
 
 
 def _budget(run: Run) -> str:
-    return f"{run.metrics['epochs']} epochs on {data_text(run)}"
+    return f"{run.record.epochs} epochs on {data_text(run)}"
 
 
 def setup_section(search: Search) -> list[str]:
@@ -110,7 +110,7 @@ def trials_section(search: Search) -> list[str]:
             fmt(trial.score("test_recall")),
             status,
             *(_value(trial.params[k]) if k in trial.params else "–" for k in keys),
-            fmt_duration(run.metrics.get("train_seconds") if run.metrics else None),
+            fmt_duration(run.record.history.train_seconds if run.record else None),
         ))  # fmt: skip
     selected = "validation" if search.objective == "val_recall" else "test"
     return [
@@ -125,9 +125,7 @@ def trials_section(search: Search) -> list[str]:
 
 def _row_line(label: str, row: Row) -> tuple:
     s = row.summary
-    val = Summary.of(
-        [r.metrics["val_recall"] for r in row.finished if r.metrics.get("val_recall") is not None]
-    )
+    val = Summary.of([r.record.val_recall for r in row.finished if r.record.val_recall is not None])
     interval = f"[{s.interval[0]:.4f}, {s.interval[1]:.4f}]" if s.interval else "–"
     return (label, joined(sorted(r.seed for r in row.finished)), fmt(s.mean), fmt(s.sd),
             interval, fmt(val.mean), f"{len(row.finished)} of {len(row.runs)}")  # fmt: skip
@@ -215,8 +213,8 @@ def trial_record(trial: Trial) -> dict:
         "study_state": trial.state or "",
         "val_recall": trial.score("val_recall"),
         "test_recall": trial.score("test_recall"),
-        "epochs": trial.run.metrics.get("epochs") if trial.run.metrics else None,
-        "train_seconds": trial.run.metrics.get("train_seconds") if trial.run.metrics else None,
+        "epochs": trial.run.record.epochs if trial.run.record else None,
+        "train_seconds": trial.run.record.history.train_seconds if trial.run.record else None,
         **trial.params,
         "detail": trial.run.detail,
     }

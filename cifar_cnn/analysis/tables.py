@@ -4,7 +4,7 @@ Reads every job directory of a sweep, groups the runs by configuration (the expe
 any other overrides, seeds pooled; see cifar_cnn.analysis.runs) and writes into `SWEEP_DIR/report/`:
 `results.md` and `results.csv` (one row per configuration in the study's order: mean test
 recall over seeds, its spread, the published recall, and a verdict per ablation step) and the
-PNG figures of cifar_cnn.analysis.plots. Failed and unfinished runs are listed, never dropped.
+PNG figures of cifar_cnn.analysis.plots. Runs that did not finish are listed, never dropped.
 A search sweep (`hparams_search=optuna`) gets cifar_cnn.analysis.search_tables instead.
 """
 
@@ -50,7 +50,7 @@ def row_record(row: Row) -> dict:
     s, pub, v = row.summary, row.published, row.verdict
     t = v.test if v else None
     statuses = Counter(r.status for r in row.runs)
-    seconds = [r.metrics["train_seconds"] for r in row.finished if "train_seconds" in r.metrics]
+    seconds = [r.record.history.train_seconds for r in row.finished]
     return {
         "row": pub.row if pub else None,
         "configuration": row.label,
@@ -59,6 +59,7 @@ def row_record(row: Row) -> dict:
         "runs_finished": s.n,
         "runs_total": len(row.runs),
         "runs_failed": statuses["failed"],
+        "runs_interrupted": statuses["interrupted"],
         "runs_unfinished": statuses["unfinished"],
         "seeds": " ".join(str(r.seed) for r in row.finished),
         "mean_recall": s.mean,
@@ -67,8 +68,8 @@ def row_record(row: Row) -> dict:
         "ci95_high": s.interval[1] if s.interval else None,
         "published_recall": pub.recall if pub else None,
         "diff_vs_published": s.mean - pub.recall if pub and s.n else None,
-        "params": row.metric_values("params") if s.n else None,
-        "epochs": row.metric_values("epochs") if s.n else None,
+        "params": row.record_values(lambda r: r.params) if s.n else None,
+        "epochs": row.record_values(lambda r: r.epochs) if s.n else None,
         "train_seconds_mean": statistics.fmean(seconds) if seconds else None,
         "best": "yes" if row.best else None,
         "parent": v.parent if v else None,
@@ -103,7 +104,9 @@ def results_section(rows: Sequence[Row]) -> list[str]:
         r = row_record(row)
         runs = f"{r['runs_finished']} of {r['runs_total']}"
         runs += "".join(
-            f", {r[f'runs_{s}']} {s}" for s in ("failed", "unfinished") if r[f"runs_{s}"]
+            f", {r[f'runs_{s}']} {s}"
+            for s in ("failed", "interrupted", "unfinished")
+            if r[f"runs_{s}"]
         )
         interval = {0: "no finished run", 1: "none (one seed)"}.get(r["runs_finished"])
         lines.append((
@@ -201,9 +204,9 @@ def verdict_section(rows: Sequence[Row]) -> list[str]:
 
 
 def runs_sections(runs: Sequence[Run], rows: Sequence[Row]) -> list[str]:
-    """The failed and unfinished runs, then every finished run."""
+    """The runs that did not finish, then every finished run."""
     lost = [r for r in runs if r.status != "finished"]
-    text = ["## Failed and unfinished runs", ""]
+    text = ["## Failed, interrupted and unfinished runs", ""]
     if lost:
         text += md_table(
             ("run", "experiment", "seed", "status", "detail"),
@@ -213,8 +216,8 @@ def runs_sections(runs: Sequence[Run], rows: Sequence[Row]) -> list[str]:
     else:
         text += ["None: every run finished.", ""]
     finished = [
-        (f"`{r.job}`", row.label, r.seed, fmt(r.metrics["test_recall"]), r.metrics["epochs"],
-         fmt_duration(r.metrics.get("train_seconds")))
+        (f"`{r.job}`", row.label, r.seed, fmt(r.record.test.recall), r.record.epochs,
+         fmt_duration(r.record.history.train_seconds))
         for row in rows
         for r in row.finished
     ]  # fmt: skip
@@ -233,9 +236,9 @@ def setup_section(runs: Sequence[Run], sweep_dirs: Sequence[Path]) -> list[str]:
     finished = [r for r in runs if r.status == "finished"]
     statuses = Counter(r.status for r in runs)
     seeds = sorted({r.seed for r in runs if r.seed is not None})
-    epochs = list(dict.fromkeys(r.metrics["epochs"] for r in finished))
+    epochs = list(dict.fromkeys(r.record.epochs for r in finished))
     devices = dict.fromkeys(
-        f"{r.metrics.get('device')}, {r.metrics.get('threads')} threads" for r in finished
+        f"{r.record.environment.device}, {r.record.environment.threads} threads" for r in finished
     )
     common = common_overrides(runs)
     text = [
@@ -256,7 +259,7 @@ def setup_section(runs: Sequence[Run], sweep_dirs: Sequence[Path]) -> list[str]:
         "",
     ]
     if any(e != EPOCHS for e in epochs) or any(
-        r.metrics["data"].get("train_size") != TRAIN_SIZE for r in finished
+        r.record.data.train_size != TRAIN_SIZE for r in finished
     ):
         text += [
             f"These runs differ from the published setup ({EPOCHS} epochs, {TRAIN_SIZE:,} "

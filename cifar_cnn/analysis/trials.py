@@ -17,7 +17,6 @@ Free of torch, Lightning and Hydra, like the rest of the report.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from cifar_cnn.core.published import PUBLISHED
 STUDY_FILE = "optuna.db"  # the Optuna study, as conf/hparams_search/optuna.yaml stores it
 RESULTS_FILE = "optimization_results.yaml"  # written by the sweeper when it finishes
 SWEEP_CONFIG = "multirun.yaml"
+SQLITE_PREFIX = "sqlite:///"
 RETRAIN_DIR = "retrain"
 FOUND, STUDY = "found", "study"  # retrain/found: the best trial; retrain/study: the study's best
 # The study's best configuration (row 7, batchnorm), the one a search has to beat.
@@ -49,9 +49,9 @@ class Trial:
 
     def score(self, key: str) -> float | None:
         """The trial's `val_recall` or `test_recall`; None unless it finished."""
-        if self.run.status != "finished":
+        if self.run.record is None:
             return None
-        return self.run.metrics.get(key)
+        return self.run.record.val_recall if key == "val_recall" else self.run.record.test.recall
 
 
 @dataclass
@@ -136,18 +136,49 @@ def search_space(config: dict) -> dict[str, str]:
     return space
 
 
-def study_states(sweep_dir: Path) -> tuple[Counter | None, dict[int, str]]:
-    """The stored study's trials by state, and each trial number's state; (None, {}) without
-    a readable study. Read with sqlite3 alone (the `trials` table of Optuna's schema)."""
-    path = sweep_dir / STUDY_FILE
-    if not path.is_file():
+def study_location(sweep_dir: Path, sweeper: dict) -> str | None:
+    """The storage URL of the search's study: the sweep directory's optuna.db (where
+    optuna.yaml keeps it, wherever the directory has moved since), else the sweeper's
+    `storage` as multirun.yaml records it; None when there is no study to read."""
+    if (sweep_dir / STUDY_FILE).is_file():
+        return f"{SQLITE_PREFIX}{(sweep_dir / STUDY_FILE).resolve()}"
+    storage = sweeper.get("storage")
+    if not isinstance(storage, str) or "${" in storage:
+        return None
+    if storage.startswith(SQLITE_PREFIX) and not Path(storage[len(SQLITE_PREFIX) :]).is_file():
+        return None  # reading would create an empty database
+    return storage
+
+
+def study_states(sweep_dir: Path, sweeper: dict) -> tuple[Counter | None, dict[int, str]]:
+    """The search's study's trials by state, and each trial number's state; (None, {})
+    without a study. Read through Optuna, for the study named in the sweep's config."""
+    storage = study_location(sweep_dir, sweeper)
+    if storage is None:
         return None, {}
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT number, state FROM trials").fetchall()
-    except sqlite3.Error:
-        return None, {}
-    return Counter(state for _, state in rows), {int(n): str(s) for n, s in rows}
+        import optuna
+    except ImportError as e:
+        raise ReportError(
+            f"{sweep_dir} is a hyperparameter search: reading its study needs Optuna ({e}); "
+            "install it with: pip install 'cifar_cnn[search]'"
+        ) from e
+    name = sweeper.get("study_name")
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+    except (KeyError, ValueError):
+        return None, {}  # the storage holds no study of this name (or, unnamed, not one)
+    except Exception as e:  # SQLAlchemy's errors on a corrupt file, Optuna's on a schema
+        where = storage.removeprefix(SQLITE_PREFIX)
+        raise ReportError(
+            f"{where}: not a readable Optuna study ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Upgrade a study of an older Optuna "
+            f"with `optuna storage upgrade --storage {storage}`; a damaged {STUDY_FILE} cannot be "
+            "read, but the trial directories can: move it away to report on them alone"
+        ) from e
+    states = {t.number: t.state.name for t in trials}
+    return Counter(states.values()), states
 
 
 def _retrained(sweep_dir: Path, name: str, experiment: str | None) -> Row | None:
@@ -167,7 +198,8 @@ def read_search(sweep_dir: Path) -> Search:
         raise ReportError(f"{sweep_dir}: no such directory (pass a search sweep directory)")
     config = _sweep_config(sweep_dir)
     space = search_space(config)
-    counts, states = study_states(sweep_dir)
+    sweeper = config.get("hydra", {}).get("sweeper") or {}
+    counts, states = study_states(sweep_dir, sweeper)
     trial_dirs = sorted(
         (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
         key=lambda p: int(p.name),
@@ -185,7 +217,6 @@ def read_search(sweep_dir: Path) -> Search:
         )
     found = _retrained(sweep_dir, FOUND, None)
     study_best = _retrained(sweep_dir, STUDY, STUDY_BEST)
-    sweeper = config.get("hydra", {}).get("sweeper") or {}
     return Search(sweep_dir, space, sweeper, trials, counts, found, study_best)
 
 

@@ -15,6 +15,7 @@ LOG_FILE = "train.log"
 HYDRA_DIR = ".hydra"  # the composed config Hydra saves for every run
 EVAL_FILE = "eval.json"  # written by `cifar_cnn.evaluate` into its own run directory
 PREDICTIONS_FILE = "predictions.csv"  # written by `cifar_cnn.predict`
+LOCK_FILE = ".lock"  # held while a process trains in the run directory
 # Outside a Hydra sweep, a subdirectory with none of these is not a run.
 RUN_MARKERS = (METRICS_FILE, FAILED_FILE, "checkpoints", TENSORBOARD_DIR, LOG_FILE, HYDRA_DIR)
 

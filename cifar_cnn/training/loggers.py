@@ -92,15 +92,12 @@ class HParamsSummary(Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_config = pl_module.hparams.get("run_config")
         results = getattr(pl_module, "test_results", None)
-        if not run_config or not results:
+        if not run_config or results is None:
             return
         params = comparison_hparams(run_config, self.experiment)
-        metrics = {
-            "hp/test_recall": results["test_recall"],
-            "hp/test_accuracy": results["test_accuracy"],
-        }
-        if getattr(pl_module, "val_recall_per_epoch", None):
-            metrics["hp/val_recall"] = pl_module.val_recall_per_epoch[-1]
+        metrics = {"hp/test_recall": results.recall, "hp/test_accuracy": results.accuracy}
+        if pl_module.history.val_recall:
+            metrics["hp/val_recall"] = pl_module.history.val_recall[-1]
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(params, metrics, step=trainer.global_step)

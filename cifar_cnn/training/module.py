@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.errors import TrainingDiverged
+from cifar_cnn.core.record import History, TestResults
 from cifar_cnn.training.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
 
 # Warnings Lightning gives every run of this module that say nothing to its users:
@@ -31,7 +32,7 @@ class CIFARClassifier(L.LightningModule):
 
     The per-epoch evaluation runs on the validation data: the test set, as in the study, or
     with `data.val_size > 0` in `run_config` the held-out validation split, logged as
-    `val/recall` and recorded in `val_recall_per_epoch` (`eval_split` says which).
+    `val/recall` and recorded in `history.val_recall` (`eval_split` says which).
 
     `optimizer` builds the optimiser from the parameters (a Hydra `_partial_`); `run_config`,
     the resolved run configuration, is saved as hyperparameters (TensorBoard, checkpoints).
@@ -41,8 +42,9 @@ class CIFARClassifier(L.LightningModule):
     Per step it only does arithmetic on the device: the loss sum and the confusion matrices
     are read once per epoch, so no step waits for the host. Lightning's automatic
     optimisation runs the SGD step, so gradient clipping, gradient accumulation and
-    schedulers work as Trainer options. Per-epoch histories, the training time and the RNG
-    state travel in checkpoints, so a resumed run continues exactly where it stopped.
+    schedulers work as Trainer options. The per-epoch `history` (a `History`) and the test
+    set's `test_results` (a `TestResults`) are the run record's; cifar_cnn.training.checkpoint
+    carries the history and the RNG state in checkpoints.
     """
 
     def __init__(
@@ -51,7 +53,7 @@ class CIFARClassifier(L.LightningModule):
         optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer] | None = None,
         run_config: dict | None = None,
         channels_last: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -66,24 +68,21 @@ class CIFARClassifier(L.LightningModule):
         self.net, self.optimizer_factory = net, optimizer
         self.channels_last, self.compile_net, self.compiled = channels_last, compile, False
         self.eval_confmat = ConfusionMatrix(len(CLASSES))
-        self.register_buffer("loss_sum", torch.zeros(()), persistent=False)
+        # Not a buffer: `-true` precisions convert buffers, and bf16 saturates a sum of ~800
+        # losses. Made on the device each epoch, always fp32.
+        self.loss_sum: Tensor | None = None
         self.batches_this_epoch = 0
-        self.train_loss_per_epoch: list[float] = []
-        self.test_recall_per_epoch: list[float] = []
-        self.test_recall_epochs: list[int] = []
+        self.history = History()
         held_out = ((run_config or {}).get("data") or {}).get("val_size")
         self.eval_split = "val" if held_out else "test"
-        self.val_recall_per_epoch: list[float] = []
-        self.val_recall_epochs: list[int] = []
-        self.train_seconds = 0.0
-        self.test_results: dict = {}
+        self.test_results: TestResults | None = None
         self._epoch_started: float | None = None
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile_net and not self.compiled:  # setup runs for fit and again for test
-            self.net.compile()
+            self.net.compile(mode=None if self.compile_net is True else self.compile_net)
             self.compiled = True
 
     def forward(self, images: Tensor) -> Tensor:
@@ -105,7 +104,7 @@ class CIFARClassifier(L.LightningModule):
             torch.cuda.synchronize(self.device)
 
     def on_train_epoch_start(self) -> None:
-        self.loss_sum.zero_()
+        self.loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
         self.batches_this_epoch = 0
         self._sync()
         self._epoch_started = time.perf_counter()
@@ -113,7 +112,7 @@ class CIFARClassifier(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         loss = F.cross_entropy(self(images), labels)
-        self.loss_sum.add_(loss.detach())
+        self.loss_sum.add_(loss.detach().float())
         self.batches_this_epoch += 1
         return loss
 
@@ -121,7 +120,7 @@ class CIFARClassifier(L.LightningModule):
         """Add the time since the epoch started; evaluation is not training time."""
         if self._epoch_started is not None:
             self._sync()
-            self.train_seconds += time.perf_counter() - self._epoch_started
+            self.history.train_seconds += time.perf_counter() - self._epoch_started
             self._epoch_started = None
 
     def on_train_epoch_end(self) -> None:
@@ -129,9 +128,9 @@ class CIFARClassifier(L.LightningModule):
         mean_loss = self.loss_sum.item() / max(1, self.batches_this_epoch)
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(self.current_epoch + 1, mean_loss)
-        self.train_loss_per_epoch.append(mean_loss)
+        self.history.train_loss.append(mean_loss)
         self.log("train/loss", mean_loss, prog_bar=True)
-        self.log("train/seconds", self.train_seconds)
+        self.log("train/seconds", self.history.train_seconds)
 
     # --- evaluation (validation: the test set as in the study, or the data.val_size split) -
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -161,20 +160,20 @@ class CIFARClassifier(L.LightningModule):
         # During fit, the epoch just trained; in trainer.validate after fit, the epochs done.
         epoch = self.current_epoch + (self.trainer.state.fn != TrainerFn.VALIDATING)
         split = self.eval_split
-        getattr(self, f"{split}_recall_per_epoch").append(recall)
-        getattr(self, f"{split}_recall_epochs").append(epoch)
+        getattr(self.history, f"{split}_recall").append(recall)
+        getattr(self.history, f"{split}_recall_epochs").append(epoch)
         self.log(f"{split}/recall", recall, prog_bar=True)
         self.log(f"{split}/accuracy", acc)
 
     def on_test_epoch_end(self) -> None:
         matrix, recall, acc = self._epoch_recall()
         per_class = recall_per_class(matrix).tolist()
-        self.test_results = {
-            "test_recall": recall,
-            "test_accuracy": acc,
-            "test_recall_per_class": dict(zip(CLASSES, per_class, strict=True)),
-            "confusion_matrix": matrix.tolist(),
-        }
+        self.test_results = TestResults(
+            recall=recall,
+            accuracy=acc,
+            recall_per_class=dict(zip(CLASSES, per_class, strict=True)),
+            confusion_matrix=matrix.tolist(),
+        )
         self.log("test/final_recall", recall)
         for name, value in zip(CLASSES, per_class, strict=True):
             self.log(f"test_per_class/{name}", value)
@@ -187,31 +186,3 @@ class CIFARClassifier(L.LightningModule):
 
                 figure = confusion_matrix_figure(matrix.tolist(), CLASSES)
                 logger.experiment.add_figure("test/confusion_matrix", figure, self.global_step)
-
-    # --- checkpoints ----------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["cifar_cnn"] = {
-            "train_loss_per_epoch": self.train_loss_per_epoch,
-            "test_recall_per_epoch": self.test_recall_per_epoch,
-            "test_recall_epochs": self.test_recall_epochs,
-            "val_recall_per_epoch": self.val_recall_per_epoch,
-            "val_recall_epochs": self.val_recall_epochs,
-            "train_seconds": self.train_seconds,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("cifar_cnn", {})
-        self.train_loss_per_epoch = list(state.get("train_loss_per_epoch", []))
-        self.test_recall_per_epoch = list(state.get("test_recall_per_epoch", []))
-        self.test_recall_epochs = list(state.get("test_recall_epochs", []))
-        self.val_recall_per_epoch = list(state.get("val_recall_per_epoch", []))
-        self.val_recall_epochs = list(state.get("val_recall_epochs", []))
-        self.train_seconds = state.get("train_seconds", 0.0)
-        if self._trainer is None:  # load_from_checkpoint: leave this process's RNG alone
-            return
-        if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -20,15 +20,17 @@ from torch import Tensor
 
 from cifar_cnn.core.cifar10 import CLASSES, IMAGE_SIZE
 from cifar_cnn.core.errors import ConfigError, DataError
-from cifar_cnn.core.runfiles import EVAL_FILE, LAST_CHECKPOINT, PREDICTIONS_FILE, write_json
+from cifar_cnn.core.record import DataSummary, EvalRecord, write_record
+from cifar_cnn.core.runfiles import EVAL_FILE, PREDICTIONS_FILE
 from cifar_cnn.training import runtime
+from cifar_cnn.training.checkpoint import EXAMPLE, load_classifier
 from cifar_cnn.training.data import TensorBatches
 from cifar_cnn.training.images import read_rgb
 from cifar_cnn.training.module import CIFARClassifier
+from cifar_cnn.training.provenance import environment
+from cifar_cnn.training.trainer import build_trainer
 
 log = logging.getLogger("cifar_cnn")
-
-CKPT_EXAMPLE = f"ckpt_path=outputs/runs/<run>/{LAST_CHECKPOINT}"
 
 
 def required(cfg: DictConfig, key: str, example: str) -> object:
@@ -38,86 +40,50 @@ def required(cfg: DictConfig, key: str, example: str) -> object:
     return cfg[key]
 
 
-def load_classifier(ckpt_path: str | Path) -> CIFARClassifier:
-    """The trained module in `ckpt_path` (on the CPU), rebuilt from the checkpoint alone."""
-    path = Path(ckpt_path).expanduser()
-    if path.is_dir():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} is a folder; pass a checkpoint file, e.g. "
-            f"ckpt_path={path / LAST_CHECKPOINT}"
-        )
-    if not path.is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path}: no such checkpoint file ({path.absolute()}); pass one "
-            f"written by cifar_cnn.train, e.g. {CKPT_EXAMPLE}"
-        )
-    try:
-        return CIFARClassifier.load_from_checkpoint(path, map_location="cpu")
-    except Exception as e:
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ConfigError(
-            f"ckpt_path={ckpt_path}: {path} is not a readable cifar_cnn checkpoint "
-            f"({type(e).__name__}: {reason}); pass one written by cifar_cnn.train, e.g. "
-            f"{CKPT_EXAMPLE}"
-        ) from e
-
-
-def inference_trainer(trainer: DictConfig, run_dir: Path) -> L.Trainer:
-    """The configured Trainer (device, precision) without logger, checkpoints or progress bar."""
-    return instantiate(
-        trainer,
-        default_root_dir=run_dir,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-
-
 # --- evaluate -----------------------------------------------------------------------------
-def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
-    """Test the checkpoint `cfg.ckpt_path` on the test set of `cfg.data`; write eval.json.
-
-    eval.json has metrics.json's test fields (test_recall, test_accuracy,
-    test_recall_per_class, confusion_matrix) plus the checkpoint, its epoch count, the data,
-    the device and the checkpoint's run config. Returns what it wrote.
-    """
-    ckpt_path = required(cfg, "ckpt_path", CKPT_EXAMPLE)
-    runtime.configure(cfg.compute)
+def evaluate(cfg: DictConfig, run_dir: Path) -> EvalRecord:
+    """Test the checkpoint `cfg.ckpt_path` on the test set of `cfg.data`; write and return
+    its record (eval.json: the test results, the checkpoint and its epoch count, the data, the
+    environment and the checkpoint's run config)."""
+    ckpt_path = required(cfg, "ckpt_path", EXAMPLE)
+    threads = runtime.configure(cfg.compute)
     module = load_classifier(ckpt_path)
     datamodule = instantiate(cfg.data)
-    trainer = inference_trainer(cfg.trainer, run_dir)
+    trainer = build_trainer(cfg.trainer, run_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)
     source = cfg.data.source
-    results = {
-        "ckpt_path": str(Path(ckpt_path).expanduser().resolve()),
-        "epoch": len(module.train_loss_per_epoch),  # epochs trained when it was saved
-        **module.test_results,
-        "data": {
-            "source": source,
-            "root": None if source == "synthetic" else str(Path(cfg.data.root).resolve()),
-            "test_size": len(datamodule.arrays["test_y"]),
-        },
-        "device": str(trainer.strategy.root_device),
-        "config": module.hparams.get("run_config"),
-    }
-    write_json(run_dir / EVAL_FILE, results)
+    device = trainer.strategy.root_device
+    record = EvalRecord(
+        ckpt_path=str(Path(ckpt_path).expanduser().resolve()),
+        epochs=module.history.epochs,
+        test=module.test_results,
+        data=DataSummary(
+            source=source,
+            test_size=len(datamodule.arrays["test_y"]),
+            root=None if source == "synthetic" else str(Path(cfg.data.root).resolve()),
+        ),
+        environment=environment(
+            device, str(cfg.trainer.precision), threads, tf32=bool(cfg.compute.allow_tf32)
+        ),
+        config=module.hparams.get("run_config"),
+    )
+    write_record(run_dir / EVAL_FILE, record)
     per_class = "\n".join(
-        f"  {name:<11}{recall:.4f}" for name, recall in results["test_recall_per_class"].items()
+        f"  {name:<11}{recall:.4f}" for name, recall in record.test.recall_per_class.items()
     )
     log.info(
         "%s (%d epochs) on %d %s test images: recall %.4f, accuracy %.4f; wrote %s\n"
         "  class      recall\n%s",
-        results["ckpt_path"],
-        results["epoch"],
-        results["data"]["test_size"],
+        record.ckpt_path,
+        record.epochs,
+        record.data.test_size,
         source,
-        results["test_recall"],
-        results["test_accuracy"],
+        record.test.recall,
+        record.test.accuracy,
         run_dir / EVAL_FILE,
         per_class,
     )
-    return results
+    return record
 
 
 # --- predict ------------------------------------------------------------------------------
@@ -202,7 +168,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> list[dict]:
     error) into `run_dir`, logs the same as a table, and returns the rows. A file that is not
     an image gets a row with its error; the others are predicted.
     """
-    ckpt_path = required(cfg, "ckpt_path", CKPT_EXAMPLE)
+    ckpt_path = required(cfg, "ckpt_path", EXAMPLE)
     images_arg = required(cfg, "images", "images=photo.jpg, images=photos/ or 'images=[a.png,b/]'")
     top_k, batch_size = cfg.top_k, cfg.batch_size
     if not isinstance(top_k, int) or not 1 <= top_k <= len(CLASSES):
@@ -233,7 +199,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> list[dict]:
         )
     probabilities = iter(())
     if images:
-        trainer = inference_trainer(cfg.trainer, run_dir)
+        trainer = build_trainer(cfg.trainer, run_dir)
         stacked = torch.stack(images)
         probabilities = iter(predict_probabilities(module, stacked, trainer, batch_size))
     rows = [
