@@ -13,18 +13,16 @@ JOBS   ?=
 LAUNCH := $(if $(JOBS),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 STAMP  := $(shell date +%Y-%m-%d_%H-%M-%S)
 SWEEP_DIR ?= outputs/multiruns/$(STAMP)_study
-# make search: TRIALS trials of EPOCHS epochs on the training images less VAL_SIZE held out for
-# validation (the defaults of conf/hparams_search/optuna.yaml), JOBS trials at once (default 2,
-# and JOBS retraining runs at once when set); SEARCH_DIR=DIR resumes an interrupted search and
-# retrains only the runs still missing.
-TRIALS   ?= 20
-EPOCHS   ?= 10
-VAL_SIZE ?= 5000
-SEARCH_SEEDS ?= 0,1,2
-SEARCH_DIR ?= outputs/multiruns/$(STAMP)_search
-BUDGET  := trainer.max_epochs=$(EPOCHS) data.val_size=$(VAL_SIZE) progress_bar_refresh=0 $(ARGS)
-RETRAIN := $(BIN)/python -m cifar_cnn.train -m seed=$(SEARCH_SEEDS) $(BUDGET) $(LAUNCH) \
-	'hydra.sweep.subdir=$${hydra.job.num}_seed$${seed}'
+# make search: python -m cifar_cnn.search run (docs/search.md): TRIALS trials of EPOCHS epochs
+# on the training images less VAL_SIZE held out for validation (unset: the values in
+# conf/hparams_search/optuna.yaml), JOBS trials (and retraining runs) at once, the best trial
+# and the study's best retrained over SEARCH_SEEDS (unset: 0,1,2); SEARCH_DIR=DIR resumes a
+# search and retrains only the runs still missing; ARGS go to every training command.
+TRIALS   ?=
+EPOCHS   ?=
+VAL_SIZE ?=
+SEARCH_SEEDS ?=
+SEARCH_DIR ?=
 
 .PHONY: help install install-search study sweep report search test test-fast lint bench \
 	bench-grid bench-overhead tensorboard clean
@@ -70,18 +68,13 @@ report: $(BIN)/.installed
 	$(BIN)/python -m cifar_cnn.report $(SWEEP)
 
 ## search: a hyperparameter search, its best and the study's best retrained, the report
-# hparams_search=optuna, then the best trial (retrain/found) and the study's best,
-# experiment=batchnorm (retrain/study), retrained over SEARCH_SEEDS at the same budget and
-# validation split, then the report: did the search beat the study on the test set?
+# hparams_search=optuna, then the best trial (retrain/found) and the study's best
+# configuration (retrain/study) retrained over SEARCH_SEEDS at the same budget and validation
+# split, then the report: did the search beat the study on the test set?
 search: $(BIN)/.installed-search
-	@echo "search directory: $(SEARCH_DIR)"
-	$(BIN)/python -m cifar_cnn.train -m hparams_search=optuna hydra.sweep.dir=$(SEARCH_DIR) \
-		hydra.sweeper.n_trials=$(TRIALS) $(if $(JOBS),hydra.sweeper.n_jobs=$(JOBS)) $(BUDGET) \
-		|| { $(BIN)/python -m cifar_cnn.report $(SEARCH_DIR); exit 1; }
-	set -f; best="$$($(BIN)/python -m cifar_cnn.search best-overrides $(SEARCH_DIR))" && \
-		$(RETRAIN) $$best hydra.sweep.dir=$(SEARCH_DIR)/retrain/found
-	$(RETRAIN) experiment=batchnorm hydra.sweep.dir=$(SEARCH_DIR)/retrain/study
-	$(BIN)/python -m cifar_cnn.report $(SEARCH_DIR)
+	$(BIN)/python -m cifar_cnn.search run $(SEARCH_DIR) $(if $(TRIALS),--trials $(TRIALS)) \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(VAL_SIZE),--val-size $(VAL_SIZE)) \
+		$(if $(SEARCH_SEEDS),--seeds $(SEARCH_SEEDS)) $(if $(JOBS),--jobs $(JOBS)) -- $(ARGS)
 
 ## test: the whole test suite (CPU, synthetic data; it covers the search too)
 test: $(BIN)/.installed-search

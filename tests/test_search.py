@@ -1,11 +1,11 @@
-"""The hyperparameter search (hparams_search=optuna): its config, the resumable sweeper, the
-search model and report on hand-made sweeps, and one tiny real search that is interrupted."""
+"""The hyperparameter search (hparams_search=optuna): its config, the sweeper (on a stand-in
+launcher, then for real), the search model and report on hand-made sweeps, the search app, and
+tiny real searches: interrupted and resumed, two sharing one study, refused settings."""
 
 import json
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cifar_cnn.analysis.runs import ReportError
 from cifar_cnn.analysis.trials import STUDY_BEST, best_overrides, is_search, read_search
 from cifar_cnn.app import compose_config
 from cifar_cnn.report import write_sweep_report
@@ -24,16 +25,22 @@ from cifar_cnn.search import main
 from cifar_cnn.training.config_checks import validate_config
 from helpers import FAST, REPO, run_cli
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import (
-    _FailureLimit,
+    ResumableOptunaSweeper,
+    SearchError,
+    failures_allowed,
     job_failed,
-    sqlite_directory,
+    open_study,
+    sqlite_path,
 )
+from hydra_plugins.cifar_cnn_search.space import as_override, parse_space
 
 SEARCHED = {
     "model.filters", "model.kernel_sizes", "model.activation", "model.dropout",
     "model.batch_norm", "data.batch_size", "optimizer.lr", "optimizer.momentum",
     "optimizer.weight_decay", "data.shuffle",
 }  # fmt: skip
+STUDY_NAME = "cifar_cnn_search"
+optuna = pytest.importorskip("optuna")  # the search extra
 
 
 # --- the config and the sweeper -----------------------------------------------------------------
@@ -45,18 +52,16 @@ def test_the_search_config_maximises_validation_recall_over_the_issue_s_space():
     assert sweeper["_target_"].endswith("ResumableOptunaSweeper")
     assert sweeper["direction"] == "maximize" and "TPESampler" in sweeper["sampler"]["_target_"]
     assert sweeper["storage"] == "sqlite:///${hydra.sweep.dir}/optuna.db"
+    assert sweeper["study_name"] == STUDY_NAME and sweeper["n_trials"] > 0
     assert set(sweeper["params"]) == SEARCHED
     assert cfg.data.val_size > 0 and cfg.hydra.launcher._target_.endswith("JoblibLauncher")
-    assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == "${hydra.job.num}"
 
 
 def test_every_value_at_the_edges_of_the_search_space_is_a_valid_run():
-    pytest.importorskip("optuna")
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
     from optuna.distributions import CategoricalDistribution
 
     params = compose_config(["hparams_search=optuna"], hydra_config=True).hydra.sweeper.params
-    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in params.items()])
+    space, fixed = parse_space(OmegaConf.to_container(params), [])
     assert set(space) == SEARCHED and not fixed
     for key, distribution in space.items():
         if isinstance(distribution, CategoricalDistribution):
@@ -64,9 +69,26 @@ def test_every_value_at_the_edges_of_the_search_space_is_a_valid_run():
         else:
             values = (distribution.low, distribution.high)
         for value in values:
-            cfg = compose_config([f"{key}={value}"])
+            cfg = compose_config([as_override(key, value)])
             validate_config(cfg)
             instantiate(cfg.model)
+
+
+def test_the_space_syntax_gives_optuna_distributions_and_the_command_line_wins():
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    params = {"a": "choice(1, [2,3], x)", "b": "tag(log, interval(0.001, 0.1))", "c": "5"}
+    args = ["c=range(1, 10, 3)", "d=tag(log, range(1, 64))", "e=interval(0, 1)", "f=z"]
+    space, fixed = parse_space(params, args)
+    assert space["a"] == optuna.distributions.CategoricalDistribution([1, "[2,3]", "x"])
+    assert space["b"] == FloatDistribution(0.001, 0.1, log=True)
+    assert space["c"] == IntDistribution(1, 7, step=3)  # Hydra's range: 10 excluded
+    assert space["d"] == IntDistribution(1, 63, log=True)
+    assert space["e"] == FloatDistribution(0.0, 1.0) and fixed == ["f=z"]
+    for bad in ("g=tag(log, choice(1, 2))", "g=glob(*)", "g=tag(int, interval(1, 2))"):
+        with pytest.raises(Exception, match="g"):
+            parse_space({}, [bad])
+    assert as_override("k", True) == "k=true" and as_override("k", "[5,3,3]") == "k=[5,3,3]"
 
 
 def _result(value=None, error: Exception | None = None) -> JobReturn:
@@ -80,35 +102,127 @@ def test_a_trial_fails_when_it_raises_or_returns_no_finite_number():
     assert not job_failed(_result(0.5))
     assert job_failed(_result(error=RuntimeError("boom")))
     assert job_failed(_result(math.nan)) and job_failed(_result(None))
+    assert job_failed(_result(math.inf)) and job_failed(_result("x"))
 
 
-def test_the_failure_limit_is_a_share_of_all_trials_not_of_a_batch():
-    class Launcher:
-        def __init__(self, batches):
-            self.batches = iter(batches)
-
-        def launch(self, overrides, initial_job_idx):
-            return next(self.batches)
-
-    class Sweeper:
-        max_failure_rate = 0.25
-
-    sweeper = Sweeper()
-    ok, bad = _result(0.5), _result(error=RuntimeError("boom"))
-    # 1 failure stored before, 2 allowed (e.g. max_failure_rate 0.25 x 8 trials)
-    limit = _FailureLimit(Launcher([[bad], [ok, ok], [bad, ok]]), sweeper, 1, 2)
-    limit.launch([], 0)  # a whole batch failed: 2 of 2 allowed, the stock rule would stop
-    assert sweeper.max_failure_rate == 1.0
-    limit.launch([], 1)
-    assert sweeper.max_failure_rate == 1.0
-    limit.launch([], 3)  # the third failure: the stock check (1/2 > 0) stops the search
-    assert sweeper.max_failure_rate == 0.0
+def test_the_failure_budget_is_a_share_of_all_trials_and_a_sqlite_storage_names_its_file():
+    assert failures_allowed(0.25, 8) == 2 and failures_allowed(0.3, 10) == 3
+    assert failures_allowed(0.0, 20) == 0 and failures_allowed(1.0, 3) == 3
+    assert sqlite_path("sqlite:///out/search/optuna.db") == Path("out/search/optuna.db")
+    assert sqlite_path("sqlite:////tmp/s/optuna.db") == Path("/tmp/s/optuna.db")
+    assert sqlite_path("postgresql://host/db") is None and sqlite_path(None) is None
 
 
-def test_a_sqlite_storage_names_its_directory():
-    assert sqlite_directory("sqlite:///out/search/optuna.db") == Path("out/search")
-    assert sqlite_directory("sqlite:////tmp/search/optuna.db") == Path("/tmp/search")
-    assert sqlite_directory("postgresql://host/db") is None and sqlite_directory(None) is None
+class Launcher:
+    """Hydra's launcher stand-in: each job returns `value(its overrides)` or raises."""
+
+    def __init__(self, value=lambda job: 0.5):
+        self.value, self.jobs = value, []
+
+    def launch(self, job_overrides, initial_job_idx):
+        results = []
+        for overrides in job_overrides:
+            job = dict(item.split("=", 1) for item in overrides)
+            self.jobs.append(job)
+            try:
+                results.append(_result(self.value(job)))
+            except RuntimeError as e:
+                results.append(_result(error=e))
+        return results
+
+
+def _sweeper(sweep_dir: Path, *overrides: str, launcher: Launcher | None = None):
+    """The sweeper as hparams_search=optuna builds it, with a stand-in launcher."""
+    cfg = compose_config(
+        ["hparams_search=optuna", f"hydra.sweep.dir={sweep_dir}", *overrides], hydra_config=True
+    )
+    settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    settings = {k: v for k, v in settings.items() if k not in ("_target_", "_recursive_")}
+    sweeper = ResumableOptunaSweeper(**{k: OmegaConf.create(v) if isinstance(v, dict) else v
+                                        for k, v in settings.items()})  # fmt: skip
+    sweeper.config, sweeper.launcher = cfg, launcher or Launcher()
+    return sweeper
+
+
+def _trials(sweep_dir: Path) -> list:
+    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage).get_trials()
+
+
+def test_each_trial_runs_in_the_directory_of_its_study_number_and_a_rerun_continues(tmp_path):
+    sweep = tmp_path / "search"
+    first = _sweeper(sweep, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2")
+    first.sweep(["trainer.max_epochs=1"])
+    assert [job["hydra.sweep.subdir"] for job in first.launcher.jobs] == ["0", "1", "2"]
+    assert all(job["trainer.max_epochs"] == "1" for job in first.launcher.jobs)
+    assert set(first.launcher.jobs[0]) >= SEARCHED
+    storage = f"sqlite:///{sweep / 'optuna.db'}"
+    optuna.load_study(study_name=STUDY_NAME, storage=storage).ask()  # left running: interrupted
+    values = iter([0.9, 0.1])
+    rerun = _sweeper(sweep, "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2",
+                     launcher=Launcher(lambda job: next(values)))  # fmt: skip
+    rerun.sweep([])
+    assert [job["hydra.sweep.subdir"] for job in rerun.launcher.jobs] == ["4", "5"]
+    states = [t.state.name for t in _trials(sweep)]
+    assert states == ["COMPLETE"] * 3 + ["RUNNING"] + ["COMPLETE"] * 2
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_trial"] == 4 and results["best_value"] == 0.9
+    saved = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["sweeper"]
+    assert saved["storage"] == storage and set(saved["params"]) == SEARCHED
+    _sweeper(sweep, "hydra.sweeper.n_trials=5", launcher=(done := Launcher())).sweep([])
+    assert done.jobs == []  # the study already holds 5 finished trials
+
+
+def test_failed_trials_are_stored_and_the_search_stops_past_the_study_wide_budget(tmp_path):
+    def value(job):
+        if job["hydra.sweep.subdir"] in ("1", "2", "4"):
+            raise RuntimeError("diverged")
+        return math.nan if job["hydra.sweep.subdir"] == "5" else 0.5
+
+    # 2 failures of 8 allowed; a whole batch failing (trials 1 and 2) does not stop the search
+    sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2",
+                       "hydra.sweeper.max_failure_rate=0.25", launcher=Launcher(value))  # fmt: skip
+    with pytest.raises(SearchError, match="4 trials .* failed, more than .* 2 allows"):
+        sweeper.sweep([])
+    assert [t.state.name for t in _trials(tmp_path)] == ["COMPLETE", "FAIL", "FAIL", "COMPLETE",
+                                                         "FAIL", "FAIL"]  # fmt: skip
+    assert (tmp_path / "optimization_results.yaml").is_file()
+
+
+def test_a_seeded_search_repeats_its_draws_and_a_resumed_one_draws_new_ones(tmp_path):
+    def searched(launcher):
+        return [{k: job[k] for k in SEARCHED} for job in launcher.jobs]
+
+    one, two = _sweeper(tmp_path / "one", "hydra.sweeper.n_trials=2"), _sweeper(tmp_path / "two")
+    one.sweep([])
+    two.settings["n_trials"] = 2
+    two.sweep([])
+    assert searched(one.launcher) == searched(two.launcher)
+    resumed = _sweeper(tmp_path / "one", "hydra.sweeper.n_trials=4")
+    resumed.sweep([])
+    assert not set(map(str, searched(resumed.launcher))) & set(map(str, searched(one.launcher)))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("hydra.sweeper.n_trials=0", "n_trials=0: a search needs at least 1 trial"),
+        ("hydra.sweeper.n_trials=-3", "n_trials=-3"),
+        ("hydra.sweeper.n_jobs=0", "n_jobs=0: launch at least 1"),
+        ("hydra.sweeper.max_failure_rate=1.5", "max_failure_rate=1.5: a share of n_trials"),
+    ],
+)
+def test_settings_that_cannot_run_are_refused(tmp_path, override, message):
+    with pytest.raises(SearchError, match=message):
+        _sweeper(tmp_path, override).check_settings()
+
+
+def test_a_corrupt_study_is_named_with_its_fix(tmp_path):
+    (tmp_path / "optuna.db").write_bytes(b"not a database" * 100)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(SearchError, match=f"{tmp_path / 'optuna.db'} is not a readable Optuna .*"
+                       "move .* away"):  # fmt: skip
+        open_study(storage, STUDY_NAME, "maximize", None)
 
 
 # --- the search model and report on hand-made sweeps ----------------------------------------------
@@ -157,7 +271,8 @@ def search_dir(tmp_path: Path) -> Path:
     sweep.mkdir()
     hydra = {
         "sweeper": {"_target_": "hydra_plugins.cifar_cnn_search.ResumableOptunaSweeper",
-                    "params": SPACE, "n_trials": 4, "n_jobs": 2, "direction": "maximize",
+                    "study_name": STUDY_NAME, "params": SPACE, "n_trials": 4, "n_jobs": 2,
+                    "direction": "maximize",
                     "sampler": {"_target_": "optuna.samplers.TPESampler", "seed": 0}},
         "overrides": {"task": FIXED},
     }  # fmt: skip
@@ -166,10 +281,10 @@ def search_dir(tmp_path: Path) -> Path:
     _trial(sweep, 1, "0.2", error="ConfigError: model.kernel_sizes=[9, 9, 9]: too large")
     _trial(sweep, 2, "0.30000000000000004", test=0.40, val=0.70)
     _trial(sweep, 3, "0.4")
-    with sqlite3.connect(sweep / "optuna.db") as db:
-        db.execute("CREATE TABLE trials (number INTEGER, state TEXT)")
-        states = ["COMPLETE", "FAIL", "COMPLETE", "RUNNING"]
-        db.executemany("INSERT INTO trials VALUES (?, ?)", enumerate(states))
+    study = open_study(f"sqlite:///{sweep / 'optuna.db'}", STUDY_NAME, "maximize", None)
+    for value in (0.50, None, 0.70):
+        study.tell(study.ask(), value, state=None if value else optuna.trial.TrialState.FAIL)
+    study.ask()  # trial 3: running
     return sweep
 
 
@@ -194,6 +309,14 @@ def test_best_overrides_prints_them_and_refuses_a_search_without_a_finished_tria
     (empty / "optuna.db").touch()
     with pytest.raises(SystemExit, match="error: .*no trial has finished"):
         main(["best-overrides", str(empty)])
+
+
+def test_the_report_names_a_corrupt_study_and_how_to_go_on(search_dir: Path):
+    (search_dir / "optuna.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(ReportError, match=r"optuna\.db: not a readable Optuna study .* move it"):
+        read_search(search_dir)
+    (search_dir / "optuna.db").unlink()  # the trials alone, as the message says
+    assert read_search(search_dir).study_states is None
 
 
 def test_the_report_lists_the_trials_and_says_validation_recall_selected(search_dir: Path):
@@ -244,24 +367,30 @@ def test_a_search_without_a_validation_split_says_test_recall_selected(search_di
 
 
 def _study(sweep: Path) -> dict[int, str]:
-    with sqlite3.connect(sweep / "optuna.db") as db:
-        return dict(db.execute("SELECT number, state FROM trials ORDER BY number"))
+    return {t.number: t.state.name for t in _trials(sweep)}
+
+
+# A key set on the command line leaves the search space, so FAST's learning rate is left out.
+TINY = [
+    *(arg for arg in FAST if not arg.startswith("optimizer.lr=")),
+    "trainer.max_epochs=1", "data.val_size=100", "hydra/launcher=basic",
+]  # fmt: skip
+
+
+def _scores(sweep: Path) -> dict[int, float | None]:
+    """Each trial directory's validation recall, as the report reads it."""
+    return {t.number: t.score("val_recall") for t in read_search(sweep).trials}
 
 
 @pytest.mark.slow
 def test_a_tiny_search_survives_a_failing_trial_and_resumes_to_its_total(tmp_path):
-    pytest.importorskip("optuna")
     sweep = tmp_path / "search"
-    # TPE's first trials are random; with seed 1 trial 1 draws the impossible kernels [9,9,9]
-    # (ConfigError before training), trials 0 and 2 possible ones. A key set on the command line
-    # leaves the search space, so FAST's learning rate is left out to keep the space whole.
-    fast = [arg for arg in FAST if not arg.startswith("optimizer.lr=")]
+    # TPE's first trials are random; with seed 2 trial 1 draws the impossible kernels [9,9,9]
+    # (ConfigError before training), trials 0 and 2 possible ones.
     args = [
-        "-m", "hparams_search=optuna", *fast, "trainer.max_epochs=1", "data.val_size=100",
-        "model.kernel_sizes=choice([5,3,3],[9,9,9])", "hydra/launcher=basic",
+        "-m", "hparams_search=optuna", *TINY, "model.kernel_sizes=choice([5,3,3],[9,9,9])",
         "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "hydra.sweeper.max_failure_rate=0.7",
-        "hydra.sweeper.sampler.seed=1",
-        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.sampler.seed=2", f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "cifar_cnn.train", *args],
@@ -282,13 +411,67 @@ def test_a_tiny_search_survives_a_failing_trial_and_resumes_to_its_total(tmp_pat
     assert "2 of 3 trials finished (1 failed), 1 left running" in rerun.stdout
     study = _study(sweep)
     assert len(study) == 4 and study[3] in ("COMPLETE", "FAIL") and study[2] == "RUNNING"
-    trial = json.loads((sweep / "0" / "metrics.json").read_text())
-    assert trial["val_recall"] is not None and trial["test_recall_per_epoch"] == []
+    scores = {n: v for n, v in _scores(sweep).items() if v is not None}
+    assert 0 in scores and set(scores) <= {0, 3}
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    val_recalls = [json.loads(p.read_text())["val_recall"] for p in sweep.glob("*/metrics.json")]
-    assert best["best_value"] == pytest.approx(max(val_recalls))  # the app returned val recall
+    assert best["best_value"] == pytest.approx(max(scores.values()))  # the app returned it
 
     text = (write_sweep_report([sweep]) / "results.md").read_text()
     for number in range(4):
         assert f"| {number} |" in text or f"| **{number}** ★ |" in text
     assert "unfinished (study: running)" in text and "**failed**: ConfigError" in text
+
+
+@pytest.mark.slow
+def test_two_searches_sharing_one_study_keep_every_trial_in_its_own_directory(tmp_path):
+    sweep = tmp_path / "search"
+    args = ["-m", "hparams_search=optuna", *TINY, "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    command = [sys.executable, "-m", "cifar_cnn.train", *args]
+    processes = [
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    complete = {t.number: t.value for t in _trials(sweep) if t.state.name == "COMPLETE"}
+    assert len(complete) >= 4
+    scores = _scores(sweep)
+    assert set(scores) == {t.number for t in _trials(sweep)}  # a directory for every trial
+    assert {n: scores[n] for n in complete} == pytest.approx(complete)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hparams_search=optuna"], "hparams_search=optuna is a search over many runs; add -m"),
+        (["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=0"], "n_trials=0: a search"),
+        (["-m", "hparams_search=optuna"], "optuna.db is not a readable Optuna study"),
+    ],
+)
+def test_a_search_that_cannot_run_says_why_without_a_traceback(tmp_path, args, message):
+    (tmp_path / "optuna.db").write_bytes(b"not a database" * 100)
+    result = run_cli([*args, *TINY, f"hydra.sweep.dir={tmp_path}"], check=False)
+    assert result.returncode != 0 and message in result.stdout
+    assert "Traceback" not in result.stdout and not (tmp_path / "0").exists()
+
+
+@pytest.mark.slow
+def test_the_search_app_searches_retrains_and_reports_and_a_rerun_continues(tmp_path):
+    sweep = tmp_path / "search"
+    args = ["run", str(sweep), "--trials", "2", "--epochs", "1", "--val-size", "100",
+            "--seeds", "0", "--", *TINY]  # fmt: skip
+    run_cli(args, module="cifar_cnn.search")
+    assert _study(sweep) == {0: "COMPLETE", 1: "COMPLETE"}
+    search = read_search(sweep)
+    assert [len(row.finished) for row in (search.found, search.study_best)] == [1, 1]
+    assert search.retrained_trial() is search.best
+    found = search.found.finished[0]
+    assert (
+        found.overrides["trainer.max_epochs"] == "1" and found.overrides["data.val_size"] == "100"
+    )
+    assert (sweep / "report" / "results.md").is_file()
+    rerun = run_cli(args, module="cifar_cnn.search")  # nothing left to do: all is skipped
+    assert "2 of 2 trials finished" in rerun.stdout and rerun.stdout.count("skipping it") == 2
+    assert len(_study(sweep)) == 2

@@ -1,157 +1,303 @@
-"""hydra-optuna-sweeper's Optuna sweeper, resumable to a total and with a study-wide failure limit.
+"""The sweeper of `hparams_search=optuna`: Optuna's ask-and-tell over Hydra's launcher.
 
-`hparams_search=optuna` (conf/hparams_search/optuna.yaml) selects this sweeper. It runs the
-stock `OptunaSweeperImpl` of hydra-optuna-sweeper 1.3 (TPE sampling, ask-and-tell over the
-launcher, `optimization_results.yaml`) and changes three things around it:
+conf/hparams_search/optuna.yaml selects it (`hydra/sweeper: cifar_cnn_optuna`, registered
+below). It opens (or creates) the Optuna study named `study_name` in `storage` and, batch by
+batch, asks the study for up to `n_jobs` trials, launches them together through Hydra's
+launcher and tells the study each result:
 
-- Resuming. The stock sweeper runs `n_trials` more trials every time it starts, even when its
-  storage already holds the study, and numbers the jobs from 0 again, so job directories of a
-  rerun would collide with the stored trials'. This one counts the trials the stored study has
-  finished (complete, failed or pruned) and runs only the rest, numbering the jobs after the
-  stored trials: rerunning the same command continues an interrupted search to `n_trials`.
-  A seeded sampler would replay the random numbers of the first command and repeat its
-  trials, so a resumed search reseeds it (its further draws are not reproducible).
-- Failures. The stock `max_failure_rate` applies to each batch of `n_jobs` trials launched
-  together (with `n_jobs=1`, any failure stops the search). Here it is a share of `n_trials`:
-  up to `floor(max_failure_rate * n_trials)` trials of the study may fail (raise, or return a
-  value that is not a finite number); they are stored as failed and the search goes on. The
-  failure after that stops it, after the study has recorded its batch.
-- Files. The directory of a SQLite storage is created before the study is opened, and the
-  sweep's config is saved as `multirun.yaml` in the sweep directory, as Hydra's own sweeper
-  does (the stock Optuna sweeper saves none).
+- Identity. A trial's number in the study names its run directory (`hydra.sweep.subdir` is set
+  to it), so several processes sharing one study (one sweep directory, or one database for
+  several machines) never write to the same directory.
+- Resuming. The study counts: a command runs trials until the study holds `n_trials` finished
+  ones (complete or failed), counting those of earlier commands and of other processes running
+  now. Trials left running by an interrupted command are not counted (they stay RUNNING in the
+  study, and their place is taken by new trials).
+- Failures. A trial that raises, or returns a value that is not a finite number, is stored as
+  failed and the search goes on, until the study holds more than
+  `floor(max_failure_rate * n_trials)` failed trials: then it stops with an error.
+- Seeds. With `sampler.seed` set, each trial's sampler is seeded with `seed + trial number`, so
+  a search reproduces its draws, a resumed one does not repeat the first trials', and two
+  processes sharing a study draw differently.
+- Files. `multirun.yaml` (the sweep's config) in the sweep directory at the start, and
+  `optimization_results.yaml` (the study's best trial) when the command ends.
 
-Only the Hydra sweeper API is imported at module level: Hydra imports every plugin module on
-every start, and this one must load without the optional `search` dependencies.
+Only Hydra is imported at module level: Hydra imports every plugin module on every start, and
+this one must load without the optional `search` extra (Optuna, SQLAlchemy).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from cifar_cnn.core.errors import UserError
+from hydra_plugins.cifar_cnn_search.space import as_override, parse_space, suggest
 
 log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'cifar_cnn[search]'"
 SQLITE_PREFIX = "sqlite:///"
+RESULTS_FILE = "optimization_results.yaml"
+SQLITE_TIMEOUT_S = 60  # how long a process waits for another's write to a shared SQLite file
+OPEN_ATTEMPTS = 5  # two processes creating one SQLite study at once may collide; retry
+
+
+class SearchError(UserError, CompactHydraException):
+    """A search that cannot start or go on; Hydra prints the message without a traceback."""
+
+
+@dataclass
+class SearchSweeperConf:
+    """The sweeper's settings (`hydra.sweeper.*`); their values are in optuna.yaml."""
+
+    _target_: str = "hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper.ResumableOptunaSweeper"
+    _recursive_: bool = False  # the sampler is built per trial, not when Hydra builds this
+    sampler: Any = None  # an Optuna sampler to instantiate (_target_, seed, ...); None: default
+    direction: str = MISSING  # maximize or minimize the value the app returns
+    storage: Any = None  # an Optuna storage URL (None: in memory, not resumable)
+    study_name: Any = None
+    n_trials: int = MISSING
+    n_jobs: int = MISSING
+    max_failure_rate: float = MISSING
+    params: Any = None  # searched key -> choice(...)/range(...)/interval(...), or a fixed value
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="cifar_cnn_optuna", node=SearchSweeperConf, provider="cifar_cnn"
+)
 
 
 def job_failed(result: JobReturn) -> bool:
-    """Whether the stock sweeper stores this job's trial as failed: it raised, or its return
-    value is not a finite number (Optuna refuses NaN and infinity)."""
+    """Whether the job's trial is stored as failed: it raised, or its return value is not a
+    finite number (Optuna refuses NaN and infinity)."""
     if result.status != JobStatus.COMPLETED:
         return True
-    values = result.return_value
-    values = values if isinstance(values, list | tuple) else [values]  # one value per objective
     try:
-        return not all(math.isfinite(float(v)) for v in values)
+        return not math.isfinite(float(result.return_value))
     except (TypeError, ValueError):
         return True
 
 
-def sqlite_directory(storage: str | None) -> Path | None:
-    """The directory of a `sqlite:///PATH` storage URL (relative PATHs from the working
-    directory); None for other storages."""
+def sqlite_path(storage: str | None) -> Path | None:
+    """The file of a `sqlite:///PATH` storage URL (relative PATHs from the working directory);
+    None for other storages."""
     if not isinstance(storage, str) or not storage.startswith(SQLITE_PREFIX):
         return None
-    return Path(storage[len(SQLITE_PREFIX) :]).parent
+    return Path(storage[len(SQLITE_PREFIX) :])
 
 
-class _FailureLimit:
-    """Wraps the launcher: after each batch, sets the stock sweeper's per-batch
-    `max_failure_rate` so that it raises exactly when the study's failures pass the limit."""
+def failures_allowed(max_failure_rate: float, n_trials: int) -> int:
+    """How many failed trials the study may hold before the search stops."""
+    return math.floor(max_failure_rate * n_trials + 1e-9)
 
-    def __init__(self, launcher: Any, sweeper: Any, failed_before: int, allowed: int):
-        self.launcher, self.sweeper = launcher, sweeper
-        self.failed, self.allowed = failed_before, allowed
 
-    def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:
-        results = self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
-        self.failed += sum(job_failed(r) for r in results)
-        # The stock check is `failures in this batch / batch size > max_failure_rate`.
-        self.sweeper.max_failure_rate = 0.0 if self.failed > self.allowed else 1.0
-        if self.failed > self.allowed:
-            log.error(
-                "%d trials of this study failed, more than max_failure_rate x n_trials = %d "
-                "allows; the search stops (raise hydra.sweeper.max_failure_rate to go on)",
-                self.failed,
-                self.allowed,
+def open_study(storage: str | None, study_name: str | None, direction: str, sampler: Any) -> Any:
+    """The Optuna study `study_name` in `storage`, created when new; a SearchError naming the
+    storage and the fix when it cannot be read."""
+    import optuna
+    import sqlalchemy.exc
+
+    path = sqlite_path(storage)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            if path is not None:
+                storage_obj: Any = optuna.storages.RDBStorage(
+                    storage, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+                )
+            else:
+                storage_obj = storage
+            return optuna.create_study(
+                storage=storage_obj,
+                study_name=study_name,
+                direction=direction,
+                sampler=sampler,
+                load_if_exists=True,
             )
-        return results
+        except sqlalchemy.exc.OperationalError as e:
+            if attempt < OPEN_ATTEMPTS - 1:
+                time.sleep(1)  # another process creating the same tables, or writing
+                continue
+            raise _unreadable(storage, path, e) from e
+        except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as e:
+            raise _unreadable(storage, path, e) from e
+    raise AssertionError("unreachable")
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.launcher, name)
+
+def _unreadable(storage: str | None, path: Path | None, error: Exception) -> SearchError:
+    where = f"{path}" if path is not None else f"storage {storage}"
+    fix = (
+        f"move {path} away (or delete it) to start a new study"
+        if path is not None
+        else "check the URL and the database server"
+    )
+    return SearchError(
+        f"{where} is not a readable Optuna study ({type(error).__name__}: "
+        f"{str(error).splitlines()[0]}). A study from Optuna 2 or 3 is upgraded with "
+        f"`optuna storage upgrade --storage {storage}`; otherwise {fix}, or point "
+        "hydra.sweeper.storage (or hydra.sweep.dir) elsewhere."
+    )
 
 
 class ResumableOptunaSweeper(Sweeper):
-    """The Optuna sweeper with the settings of hydra-optuna-sweeper's `OptunaSweeperConf`
-    (sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, params, ...).
-    """
+    """Hydra's `Sweeper` for `hparams_search=optuna` (settings: SearchSweeperConf)."""
 
     def __init__(self, **settings: Any) -> None:
-        try:
-            import optuna  # noqa: F401  (fails here, with the fix, rather than mid-sweep)
-            from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-        except ImportError as e:
-            raise ImportError(
-                f"hparams_search=optuna needs hydra-optuna-sweeper with Optuna 2 and "
-                f"SQLAlchemy 1.4 ({e}); install them with: {INSTALL}"
-            ) from e
-        self.impl = OptunaSweeperImpl(**settings)
-        self.total_trials = self.impl.n_trials
-        self.max_failure_rate = self.impl.max_failure_rate
+        self.settings = settings
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+        self.check_settings()
 
-    def _stored_trials(self) -> tuple[int, int, int]:
-        """(trials stored, finished, failed) of the study in the storage; zeros for a new one."""
-        import optuna
+    def check_settings(self) -> None:
+        """SearchError for settings that cannot run, and when Optuna is not installed."""
+        s = self.settings
+        if s["n_trials"] < 1:
+            raise SearchError(
+                f"hydra.sweeper.n_trials={s['n_trials']}: a search needs at least 1 trial "
+                "(the total the study reaches, counting earlier commands)"
+            )
+        if s["n_jobs"] < 1:
+            raise SearchError(f"hydra.sweeper.n_jobs={s['n_jobs']}: launch at least 1 trial")
+        if not 0 <= s["max_failure_rate"] <= 1:
+            raise SearchError(
+                f"hydra.sweeper.max_failure_rate={s['max_failure_rate']}: a share of n_trials, "
+                "between 0 (stop at the first failure) and 1 (never stop)"
+            )
+        if s["direction"] not in ("maximize", "minimize"):
+            raise SearchError(f"hydra.sweeper.direction={s['direction']}: maximize or minimize")
+        try:
+            import optuna  # noqa: F401
+        except ImportError as e:
+            raise SearchError(f"hparams_search=optuna needs Optuna ({e}): {INSTALL}") from e
+
+    def _seed_sampler(self, study: Any, trial_number: int) -> None:
+        """Give the study the configured sampler, seeded with seed + trial number when the
+        config sets a seed (the trial's sampling happens after this, at its suggestions)."""
+        sampler = self.settings.get("sampler")
+        seed = sampler.get("seed") if sampler else None
+        if seed is not None:
+            study.sampler = instantiate(sampler, seed=seed + trial_number)
+
+    def sweep(self, arguments: list[str]) -> list[JobReturn]:
         from optuna.trial import TrialState
 
-        if self.impl.storage is None or self.impl.study_name is None:
-            return 0, 0, 0  # in memory, or an unnamed study: nothing to resume
-        storage = optuna.storages.get_storage(self.impl.storage)
-        try:
-            study_id = storage.get_study_id_from_name(self.impl.study_name)
-        except KeyError:
-            return 0, 0, 0
-        states = [t.state for t in storage.get_all_trials(study_id, deepcopy=False)]
-        finished = sum(s.is_finished() for s in states)
-        return len(states), finished, states.count(TrialState.FAIL)
-
-    def sweep(self, arguments: list[str]) -> Any:
-        directory = sqlite_directory(self.impl.storage)
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-        sweep_dir = Path(self.impl.config.hydra.sweep.dir)
+        assert self.config is not None, "setup() first"
+        s = self.settings
+        params = OmegaConf.to_container(s.get("params") or {}, resolve=True)
+        space, fixed = parse_space(params, arguments)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.impl.config, sweep_dir / "multirun.yaml")
-        stored, finished, failed = self._stored_trials()
-        if stored and hasattr(self.impl.sampler, "reseed_rng"):
-            self.impl.sampler.reseed_rng()
-        self.impl.n_trials = max(0, self.total_trials - finished)
-        self.impl.job_idx = stored  # job numbers follow the stored trials' numbers
-        if stored:
+        # The storage resolved, so that the report finds the study without Hydra's resolvers.
+        resolved = {"hydra": {"sweeper": {"storage": s["storage"], "study_name": s["study_name"]}}}
+        OmegaConf.save(OmegaConf.merge(self.config, resolved), sweep_dir / "multirun.yaml")
+        sampler = instantiate(s["sampler"]) if s.get("sampler") else None
+        study = open_study(s["storage"], s["study_name"], s["direction"], sampler)
+        counter = _Counter(study, s["n_trials"])
+        if counter.stale or counter.finished():
             log.info(
                 "resuming study %r in %s: %d of %d trials finished (%d failed), %d left "
-                "running by an interrupted command (or running elsewhere now); running %d more",
-                self.impl.study_name,
-                self.impl.storage,
-                finished,
-                self.total_trials,
-                failed,
-                stored - finished,
-                self.impl.n_trials,
+                "running by an interrupted command (or running elsewhere now)",
+                study.study_name, s["storage"], counter.finished(), s["n_trials"],
+                counter.failed(), len(counter.stale),
+            )  # fmt: skip
+        allowed = failures_allowed(s["max_failure_rate"], s["n_trials"])
+        results: list[JobReturn] = []
+        try:
+            while batch := self._ask_batch(study, counter, space, allowed):
+                overrides = [
+                    [*fixed, *(as_override(k, v) for k, v in trial.params.items()),
+                     f"hydra.sweep.subdir={trial.number}"]
+                    for trial in batch
+                ]  # fmt: skip
+                returns = self.launcher.launch(overrides, initial_job_idx=batch[0].number)
+                for trial, result in zip(batch, returns, strict=True):
+                    if job_failed(result):
+                        study.tell(trial, state=TrialState.FAIL)
+                    else:
+                        study.tell(trial, float(result.return_value))
+                results += returns
+        finally:
+            self._write_results(study, sweep_dir)
+        return results
+
+    def _ask_batch(self, study: Any, counter: _Counter, space: dict, allowed: int) -> list:
+        """Up to n_jobs new trials with their values suggested, as many as the study still
+        needs; a SearchError when the study holds more failed trials than allowed."""
+        failed = counter.failed()
+        if failed > allowed:
+            raise SearchError(
+                f"{failed} trials of study {study.study_name!r} failed, more than "
+                f"max_failure_rate x n_trials = {allowed} allows; the search stops (see the "
+                "trials' failed.json, or raise hydra.sweeper.max_failure_rate to go on)"
             )
-        allowed = math.floor(self.max_failure_rate * self.total_trials + 1e-9)
-        self.impl.launcher = _FailureLimit(self.impl.launcher, self.impl, failed, allowed)
-        return self.impl.sweep(arguments)
+        batch = []
+        while len(batch) < self.settings["n_jobs"] and counter.left() > 0:
+            trial = study.ask()
+            self._seed_sampler(study, trial.number)
+            for key, distribution in space.items():
+                suggest(trial, key, distribution)
+            batch.append(trial)
+        return batch
+
+    def _write_results(self, study: Any, sweep_dir: Path) -> None:
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if not complete:
+            log.warning("no trial of study %r is complete: no %s", study.study_name, RESULTS_FILE)
+            return
+        best = study.best_trial
+        results = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "best_trial": best.number,
+            "best_params": best.params,
+            "best_value": best.value,
+        }
+        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+        log.info("best trial %d: value %s, %s", best.number, best.value, best.params)
+
+
+class _Counter:
+    """Counts the study's trials toward n_trials: finished ones, and running ones this command
+    did not find running at its start (its own, and other processes' now)."""
+
+    def __init__(self, study: Any, n_trials: int):
+        self.study, self.n_trials = study, n_trials
+        self.stale = {t.number for t in self._trials() if t.state.name == "RUNNING"}
+
+    def _trials(self) -> list:
+        return self.study.get_trials(deepcopy=False)
+
+    def finished(self) -> int:
+        return sum(t.state.is_finished() for t in self._trials())
+
+    def failed(self) -> int:
+        return sum(t.state.name == "FAIL" for t in self._trials())
+
+    def left(self) -> int:
+        taken = sum(
+            t.state.is_finished() or (t.state.name == "RUNNING" and t.number not in self.stale)
+            for t in self._trials()
+        )
+        return self.n_trials - taken
