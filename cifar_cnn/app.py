@@ -18,6 +18,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_cnn.core.errors import UserError
+from cifar_cnn.core.keys import run_name
+from cifar_cnn.core.runfiles import HYDRA_DIR
 from cifar_cnn.training.runtime import usable_cpus
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import ResumableOptunaSweeper
 
@@ -27,9 +29,8 @@ log = logging.getLogger("cifar_cnn")
 _PACKAGED = Path(__file__).resolve().parent / "conf"
 CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "conf")
 
-OmegaConf.register_new_resolver(
-    "run_suffix", lambda overrides: f"_{overrides}" if overrides else "", replace=True
-)
+# `_k=v,...` from the overrides that name a run (conf/hydra/default.yaml).
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 # The sweeper of hparams_search=optuna. Hydra finds plugins by scanning the hydra_plugins
 # namespace, which misses one installed in editable mode (pip install -e); registering it here
 # works in every install.
@@ -53,6 +54,18 @@ def compose_config(
 def run_directory() -> Path:
     """The output directory Hydra made for this job."""
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def save_run_config(cfg: DictConfig) -> None:
+    """Save the job's config, overrides and Hydra config into `<run dir>/.hydra/`, as Hydra
+    would (conf/hydra/default.yaml turns Hydra's own saving off so that a finished run's files
+    are never rewritten by a run that is then refused)."""
+    hydra_config = HydraConfig.get()
+    out = run_directory() / HYDRA_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), out / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_config.overrides.task)), out / "overrides.yaml")
 
 
 def experiment_name() -> str | None:

@@ -3,16 +3,21 @@
 The only place that reads Hydra's state; `cifar_cnn.training.run.train` does the run.
 """
 
+import logging
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from cifar_cnn import app
-from cifar_cnn.core.errors import TrainingDiverged, UserError
+from cifar_cnn.core.errors import Interrupted, RunRefused, TrainingDiverged, UserError
 from cifar_cnn.training.run import record_failure, train
+
+log = logging.getLogger("cifar_cnn")
 
 
 @hydra.main(version_base="1.3", config_path=app.CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the value a sweeper optimises (hparams_search=optuna): the
     validation recall after the last epoch when data.val_size holds out a validation split,
     else the test recall (the study's setup, where the test set is the only held-out data)."""
@@ -20,14 +25,22 @@ def main(cfg: DictConfig) -> float:
     run_dir = app.run_directory()
     experiment, overrides = app.experiment_name(), app.task_overrides()
     try:
-        metrics = train(
+        record = train(
             cfg,
             run_dir,
             experiment=experiment,
             overrides=overrides,
             concurrent_jobs=app.concurrent_jobs(),
+            on_start=lambda: app.save_run_config(cfg),
         )
-        return metrics.get("val_recall") if cfg.data.val_size else metrics["test_recall"]
+        return record.val_recall if cfg.data.val_size else record.test.recall
+    except RunRefused as e:  # the run directory is left as it was
+        app.exit_on_user_error(e)
+        raise
+    except Interrupted as e:  # a scheduler (or `&&`) must see that the run did not finish
+        record_failure(run_dir, e, e.epoch, experiment, overrides)
+        log.error("%s: %s", run_dir, e)
+        sys.exit(128 + e.signum)
     except Exception as e:
         epoch = e.epoch if isinstance(e, TrainingDiverged) else None
         record_failure(run_dir, e, epoch, experiment, overrides)

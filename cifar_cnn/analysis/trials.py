@@ -49,9 +49,9 @@ class Trial:
 
     def score(self, key: str) -> float | None:
         """The trial's `val_recall` or `test_recall`; None unless it finished."""
-        if self.run.status != "finished":
+        if self.run.record is None:
             return None
-        return self.run.metrics.get(key)
+        return self.run.record.val_recall if key == "val_recall" else self.run.record.test.recall
 
 
 @dataclass
