@@ -2,7 +2,6 @@
 launcher, then for real), the search model and report on hand-made sweeps, the search app, and
 tiny real searches: interrupted and resumed, two sharing one study, refused settings."""
 
-import json
 import math
 import os
 import signal
@@ -20,10 +19,12 @@ from omegaconf import OmegaConf
 from cifar_cnn.analysis.runs import ReportError
 from cifar_cnn.analysis.trials import STUDY_BEST, best_overrides, is_search, read_search
 from cifar_cnn.app import compose_config
+from cifar_cnn.core.record import DataSummary, Failure, read_record, write_record
+from cifar_cnn.core.runfiles import FAILED_FILE, METRICS_FILE
 from cifar_cnn.report import write_sweep_report
 from cifar_cnn.search import main
 from cifar_cnn.training.config_checks import validate_config
-from helpers import FAST, REPO, run_cli
+from helpers import FAST, REPO, fake_record, run_cli
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import (
     ResumableOptunaSweeper,
     SearchError,
@@ -231,25 +232,28 @@ SPACE = {"model.dropout": "interval(0.0, 0.5)", "optimizer.lr": "tag(log, interv
 FIXED = ["hparams_search=optuna", "trainer.max_epochs=1", "data.val_size=100"]
 
 
-def _metrics(overrides: list[str], seed: int, test: float, val: float | None) -> dict:
-    return {
-        "experiment": next((o.partition("=")[2] for o in overrides if "experiment=" in o), None),
-        "overrides": overrides, "seed": seed, "test_recall": test, "val_recall": val,
-        "epochs": 1, "train_seconds": 1.5, "params": 1000,
-        "data": {"source": "synthetic", "train_size": 412, "test_size": 200, "val_size": 100},
-    }  # fmt: skip
+def _finished(run_dir: Path, overrides: list[str], seed: int, test: float, val: float | None):
+    """A finished run's metrics.json in `run_dir` (on the trials' data: 100 images held out)."""
+    experiment = next((o.partition("=")[2] for o in overrides if "experiment=" in o), None)
+    data = DataSummary("synthetic", test_size=200, train_size=412, val_size=100)
+    record = fake_record(test, seed=seed, val_recall=val, overrides=overrides, data=data,
+                         experiment=experiment)  # fmt: skip
+    write_record(run_dir / METRICS_FILE, record)
+
+
+def _trial_overrides(dropout: str) -> list[str]:
+    return [f"model.dropout={dropout}", "optimizer.lr=0.01", *FIXED]
 
 
 def _trial(sweep: Path, number: int, dropout: str, test=None, val=None, error=None) -> None:
     run_dir = sweep / str(number)
     (run_dir / ".hydra").mkdir(parents=True)
-    overrides = [f"model.dropout={dropout}", "optimizer.lr=0.01", *FIXED]
+    overrides = _trial_overrides(dropout)
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if error:
-        failed = {"error": error, "epoch": None, "overrides": overrides, "experiment": None}
-        (run_dir / "failed.json").write_text(json.dumps(failed))
+        write_record(run_dir / FAILED_FILE, Failure(error, overrides=overrides))
     elif test is not None:
-        (run_dir / "metrics.json").write_text(json.dumps(_metrics(overrides, 0, test, val)))
+        _finished(run_dir, overrides, 0, test, val)
 
 
 def _retrain(sweep: Path, name: str, overrides: list[str], recalls: list[float]) -> None:
@@ -260,8 +264,7 @@ def _retrain(sweep: Path, name: str, overrides: list[str], recalls: list[float])
         run_dir = directory / f"{seed}_seed{seed}"
         run_dir.mkdir()
         args = [*overrides, f"seed={seed}", "trainer.max_epochs=1", "data.val_size=100"]
-        metrics = _metrics(args, seed, recall, recall + 0.01)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        _finished(run_dir, args, seed, recall, recall + 0.01)
 
 
 @pytest.fixture
@@ -354,9 +357,8 @@ def test_the_report_flags_retrained_runs_of_another_trial(search_dir: Path):
 
 
 def test_a_search_without_a_validation_split_says_test_recall_selected(search_dir: Path):
-    for path in search_dir.glob("*/metrics.json"):
-        metrics = json.loads(path.read_text())
-        path.write_text(json.dumps({**metrics, "val_recall": None}))
+    _finished(search_dir / "0", _trial_overrides("0.1"), 0, 0.61, None)
+    _finished(search_dir / "2", _trial_overrides("0.30000000000000004"), 0, 0.40, None)
     search = read_search(search_dir)
     assert search.objective == "test_recall" and search.best.number == 0
     text = (write_sweep_report([search_dir]) / "results.md").read_text()
@@ -405,7 +407,7 @@ def test_a_tiny_search_survives_a_failing_trial_and_resumes_to_its_total(tmp_pat
     process.wait()
     assert not (sweep / "2" / "metrics.json").exists(), "trial 2 finished before the kill"
     assert _study(sweep) == {0: "COMPLETE", 1: "FAIL", 2: "RUNNING"}
-    assert "kernel" in json.loads((sweep / "1" / "failed.json").read_text())["error"]
+    assert "kernel" in read_record(sweep / "1" / FAILED_FILE, Failure).error
 
     rerun = run_cli(args)  # the same command: 2 of 3 finished, so one more trial, numbered 3
     assert "2 of 3 trials finished (1 failed), 1 left running" in rerun.stdout
