@@ -1,14 +1,14 @@
 """A hyperparameter search sweep (`hparams_search=optuna`): its trials, the best one, and the
-best one retrained beside the study's best; and the helper `make search` uses.
+best one retrained beside the study's best, for the report and `python -m cifar_cnn.search`.
 
 A search sweep directory holds one directory per trial, named by its number in the Optuna
 study (`0/`, `1/`, ...), the study itself (`optuna.db`), the sweep's config (`multirun.yaml`,
-whose `hydra.sweeper.params` is the search space) and, once the sweeper has finished,
-`optimization_results.yaml`. `make search` adds `retrain/found/` (the best trial's settings
-over 3 seeds) and `retrain/study/` (the study's best configuration over the same seeds, at the
-same budget and on the same validation split), each a sweep of its own.
-
-    python -m cifar_cnn.search best-overrides SEARCH_DIR   # the best trial's searched settings
+whose `hydra.sweeper.params` is the search space) and `optimization_results.yaml`.
+`python -m cifar_cnn.search run` (make search) adds `retrain/found/` (the best trial's settings
+over seeds) and `retrain/study/` (the study's best configuration over the same seeds, at the
+same budget and on the same validation split), each a sweep of its own. The trials' states are
+read through Optuna (imported only then, so that reports on other sweeps need no `search`
+extra), for the study the sweep's config names.
 
 cifar_cnn.analysis.search_tables writes the report on it (`python -m cifar_cnn.report SEARCH_DIR`).
 Free of torch, Lightning and Hydra, like the rest of the report.
