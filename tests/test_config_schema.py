@@ -158,7 +158,7 @@ def test_predict_checks_its_keys(predict_cfg, key, value, message):
         ({"timeout_min": -5}, None, r"hydra.launcher.timeout_min=-5 must be a positive"),
         (None, {"n_trials": 0}, r"hydra.sweeper.n_trials=0 must be a positive whole number"),
         (None, {"n_jobs": 0}, r"hydra.sweeper.n_jobs=0 must be a positive whole number"),
-        (None, {"max_failure_rate": 2.0}, r"max_failure_rate=2.0 must be a number >= 0"),
+        (None, {"max_failure_rate": 1.5}, r"max_failure_rate=1.5 must be a number >= 0 and <= 1"),
     ],
 )
 def test_the_launchers_and_sweepers_counts_are_checked(launcher, sweeper, message):
@@ -168,6 +168,7 @@ def test_the_launchers_and_sweepers_counts_are_checked(launcher, sweeper, messag
 
 def test_usual_launcher_and_sweeper_counts_pass():
     validate_launch(OmegaConf.create({"n_jobs": -1}), None)  # joblib's "every CPU"
+    validate_launch(None, OmegaConf.create({"max_failure_rate": 1.0}))  # every trial may fail
     hydra = compose_config(["hparams_search=optuna"], hydra_config=True).hydra
     validate_launch(hydra.launcher, hydra.sweeper)
 

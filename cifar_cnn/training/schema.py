@@ -33,7 +33,8 @@ def is_number(value: object) -> bool:
 @dataclass(frozen=True)
 class Key:
     """One config key: its type ('bool', 'int', 'float', 'str', 'int_list', 'str_or_list' or
-    ANY), an inclusive `low` and an exclusive `high` (`low_open`: `low` itself is refused),
+    ANY), an inclusive `low` and an exclusive `high` (`low_open`: `low` itself is refused;
+    `high_closed`: `high` itself is accepted),
     the accepted `choices`, whether null is accepted, whether it may be absent, an example."""
 
     kind: object
@@ -41,6 +42,7 @@ class Key:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    high_closed: bool = False
     choices: tuple = ()
     nullable: bool = False
     optional: bool = False
@@ -59,7 +61,8 @@ class Key:
             if self.low is not None:
                 text += f" {'>' if self.low_open else '>='} {self.low:g}"
             if self.high is not None:
-                text += f"{' and' if self.low is not None else ''} < {self.high:.10g}"
+                bound = "<=" if self.high_closed else "<"
+                text += f"{' and' if self.low is not None else ''} {bound} {self.high:.10g}"
         elif self.kind == "int_list":
             text = "a list of positive whole numbers"
         elif self.kind == "str_or_list":
@@ -91,7 +94,7 @@ class Key:
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
-        return self.high is None or value < self.high
+        return self.high is None or value < self.high or (self.high_closed and value == self.high)
 
 
 def _int(example: str, low: int | None = 1, high: int | None = None, **kw) -> Key:
@@ -213,7 +216,7 @@ LAUNCHER = {
 SWEEPER = {
     "n_trials": _int("20", optional=True),
     "n_jobs": _int("2", optional=True),
-    "max_failure_rate": Key("float", "0.25", low=0, high=1.000001, optional=True),
+    "max_failure_rate": Key("float", "0.25", low=0, high=1, high_closed=True, optional=True),
 }
 
 
