@@ -31,10 +31,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 
 from cifar_cnn.app import compose_config
+from cifar_cnn.core.published import PUBLISHED
 from cifar_cnn.training.config_checks import validate_config, validate_launch
 from helpers import REPO, run_cli
 
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+README = REPO / "README.md"
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell", "console"}
 HYDRA_APPS = {"cifar_cnn.train": "config", "cifar_cnn.evaluate": "evaluate",
               "cifar_cnn.predict": "predict"}  # fmt: skip
@@ -190,6 +192,13 @@ def check_argparse_app(module: str, args: list[str], monkeypatch) -> None:
         raise AssertionError(f"{module} did not parse its arguments with argparse")
 
 
+def test_the_readmes_published_table_is_that_of_published_py():
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \|.*\| (0\.\d{4}) \|$", README.read_text(), re.M)
+    assert [(int(row), name, float(recall)) for row, name, recall in rows] == [
+        (run.row, run.name, run.recall) for run in PUBLISHED
+    ]
+
+
 def make(*args: str) -> str:
     """`make ARGS` in the repository (with -n, nothing is run); its output."""
     assert shutil.which("make"), "make is needed to check the Makefile"
@@ -301,7 +310,7 @@ def test_make_help_lists_every_target_once_and_make_installs_without_the_search_
 
 @pytest.mark.slow
 def test_the_readmes_smoke_run_runs(tmp_path):
-    smoke = next(c for c in commands(REPO / "README.md") if "cifar_cnn.train" in c.words)
+    smoke = next(c for c in commands(README) if "cifar_cnn.train" in c.words)
     assert "data.source=synthetic" in smoke.words, "the smoke run needs no data set"
     result = run_cli(list(smoke.words[3:]), cwd=tmp_path)
     # The README says the recall comes close to 1 on these easy classes (chance: 0.1).
