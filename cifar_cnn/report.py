@@ -6,11 +6,13 @@ cifar_cnn.analysis.search_tables. Failed and unfinished runs are listed, never d
 """
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_cnn.analysis.runs import DEFAULT_SWEEPS_ROOT, newest_sweep
+from cifar_cnn.analysis.runs import DEFAULT_SWEEPS_ROOT, REPORT_DIR, newest_sweep
 from cifar_cnn.analysis.search_tables import write_search_report
 from cifar_cnn.analysis.tables import write_report
 from cifar_cnn.analysis.trials import is_search
@@ -18,11 +20,33 @@ from cifar_cnn.core.errors import UserError
 
 
 def write_sweep_report(sweep_dirs: Sequence[Path], out_dir: Path | None = None) -> Path:
-    """The search report of a single search sweep, else the study report of the sweeps;
-    returns the report directory."""
-    if len(sweep_dirs) == 1 and is_search(sweep_dirs[0]):
-        return write_search_report(sweep_dirs[0], out_dir)
-    return write_report(sweep_dirs, out_dir)
+    """The search report of a single search sweep, else the study report of the sweeps, in
+    `out_dir` (default: the first sweep's report/); returns it.
+
+    The report is written into a temporary folder beside it and swapped in whole: a report
+    that fails half-way leaves the previous one as it was.
+    """
+    out_dir = out_dir or sweep_dirs[0] / REPORT_DIR
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if len(sweep_dirs) == 1 and is_search(sweep_dirs[0]):
+            write_search_report(sweep_dirs[0], tmp)
+        else:
+            write_report(sweep_dirs, tmp)
+        if out_dir.exists():
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+    except BaseException:
+        if old.exists() and not out_dir.exists():
+            old.rename(out_dir)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
 
 
 def main(argv: Sequence[str] | None = None) -> None:
