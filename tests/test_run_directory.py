@@ -2,6 +2,7 @@
 finished run never rewritten by other settings, interruptions recorded and resumed, invalid
 results redone, and reports swapped in whole."""
 
+import errno
 import json
 import signal
 import subprocess
@@ -9,15 +10,17 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 from filelock import FileLock
 
 from cifar_cnn.analysis import tables
 from cifar_cnn.analysis.runs import read_run
-from cifar_cnn.core.errors import RunRefused
+from cifar_cnn.core.errors import ConfigError, RunRefused
 from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.core.runfiles import LOCK_FILE
 from cifar_cnn.report import write_sweep_report
+from cifar_cnn.training.checkpoint import AtomicCheckpointIO
 from cifar_cnn.training.run import train
 from helpers import FAST, REPO, config, run_cli
 
@@ -134,3 +137,19 @@ def test_a_signal_exits_non_zero_records_the_interruption_and_a_rerun_resumes(tm
     assert "resuming from" in result.stdout
     assert read_record(tmp_path / "metrics.json", RunRecord).epochs == 3
     assert not (tmp_path / "failed.json").exists()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_named_and_the_previous_one_kept(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1}, path)
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(ConfigError, match=rf"cannot write the checkpoint {path} \(No space left"):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 2}, path)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
