@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from torchvision.io import write_png
+from PIL import Image
 
 from cifar_cnn.app import compose_config
 from cifar_cnn.core.cifar10 import CLASSES
@@ -61,7 +61,9 @@ def make_folder(root: Path, per_class: int = 3) -> Path:
             for i in range(per_class):
                 image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=generator)
                 image[0, 0, 0] = label  # lets the test find each image's class again
-                write_png(image, str(root / split / name / f"{i:04d}.png"))
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(
+                    root / split / name / f"{i:04d}.png"
+                )
     return root
 
 

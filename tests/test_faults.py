@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torchvision.io import write_png
+from PIL import Image
 
 from cifar_cnn.core.errors import ConfigError, DataError
 from cifar_cnn.core.record import RunRecord, read_record
@@ -87,7 +87,7 @@ def test_missing_class_folders_are_named(tmp_path):
 
 def test_an_image_of_the_wrong_size_is_named(tmp_path):
     root = make_folder(tmp_path / "imgs", per_class=1)
-    write_png(torch.zeros(3, 28, 28, dtype=torch.uint8), str(root / "train" / "cat" / "x.png"))
+    Image.new("RGB", (28, 28)).save(root / "train" / "cat" / "x.png")
     with pytest.raises(DataError, match=r"cat/x.png is \(3, 28, 28\).*must be 32x32 RGB"):
         load_arrays("folder", root)
 
