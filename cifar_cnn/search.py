@@ -69,8 +69,8 @@ def search_command(
         "-m",
         "hparams_search=optuna",
         f"hydra.sweep.dir={search_dir}",
+        *overrides,  # before the options, which win over the same keys here
         *(f"{key}={value}" for key, value in options.items() if value is not None),
-        *overrides,
     ]
 
 
@@ -103,12 +103,12 @@ def retrain_commands(
     launch = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs else []
     common = [
         "-m",
+        *fixed,
         f"seed={seeds}",
-        *search_budget(search_dir),
+        *search_budget(search_dir),  # after the overrides: the trials' budget wins
         "progress_bar_refresh=0",
         *launch,
         "hydra.sweep.subdir=${hydra.job.num}_seed${seed}",
-        *fixed,
     ]
     return [
         [*common, *best, f"hydra.sweep.dir={search_dir / RETRAIN_DIR / FOUND}"],

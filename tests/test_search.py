@@ -17,12 +17,19 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cifar_cnn.analysis.runs import ReportError
-from cifar_cnn.analysis.trials import STUDY_BEST, best_overrides, is_search, read_search
+from cifar_cnn.analysis.trials import (
+    STUDY_BEST,
+    best_overrides,
+    is_search,
+    read_search,
+    same_setting,
+)
 from cifar_cnn.app import compose_config
+from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.record import DataSummary, Failure, read_record, write_record
 from cifar_cnn.core.runfiles import FAILED_FILE, METRICS_FILE
 from cifar_cnn.report import write_sweep_report
-from cifar_cnn.search import main
+from cifar_cnn.search import main, retrain_commands, search_command
 from cifar_cnn.training.config_checks import validate_config
 from helpers import FAST, REPO, fake_record, run_cli
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import (
@@ -363,6 +370,31 @@ def test_a_search_without_a_validation_split_says_test_recall_selected(search_di
     assert search.objective == "test_recall" and search.best.number == 0
     text = (write_sweep_report([search_dir]) / "results.md").read_text()
     assert "**Test recall selected**" in text and "optimistic" in text
+
+
+def test_the_search_app_retrains_the_best_settings_at_the_trials_budget(search_dir: Path):
+    config = yaml.safe_load((search_dir / "multirun.yaml").read_text())
+    budget = {"trainer": {"max_epochs": 3}, "data": {"val_size": 100}}
+    (search_dir / "multirun.yaml").write_text(yaml.safe_dump({**config, **budget}))
+    extra = ["data.source=synthetic", "trainer.max_epochs=9", "model.dropout=choice(0.1,0.2)"]
+    search = search_command(search_dir, 5, None, None, 2, extra)
+    assert search[:2] == ["-m", "hparams_search=optuna"] and search[3:6] == extra
+    assert search[6:] == ["hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2"]
+    found, study = retrain_commands(search_dir, "0,1", 2, extra)
+    assert "model.dropout=choice(0.1,0.2)" not in found  # searched: the best trial's value
+    assert "model.dropout=0.30000000000000004" in found and f"experiment={STUDY_BEST}" in study
+    assert found.index("trainer.max_epochs=3") > found.index("trainer.max_epochs=9")
+    assert "seed=0,1" in study and "hydra.launcher.n_jobs=2" in study
+    assert found[-1] == f"hydra.sweep.dir={search_dir / 'retrain' / 'found'}"
+    _retrain(search_dir, "found", ["model.dropout=0.1", "optimizer.lr=0.01"], [0.5])
+    with pytest.raises(UserError, match="other settings than the best trial's"):
+        retrain_commands(search_dir, "0,1", None, extra)
+
+
+def test_a_setting_written_by_hydra_or_typed_is_the_same():
+    assert same_setting("true", "True") and same_setting("[5,3,3]", "[5, 3, 3]")
+    assert same_setting("0.1", "0.1") and not same_setting("0.1", "0.2")
+    assert not same_setting(None, "x") and same_setting("a:b", "a:b")
 
 
 # --- a tiny real search --------------------------------------------------------------------------

@@ -94,9 +94,24 @@ class Search:
             for t in self.trials
             if t.params
             and runs
-            and all(r.overrides.get(k) == v for r in runs for k, v in t.params.items())
+            and all(same_setting(r.overrides.get(k), v) for r in runs for k, v in t.params.items())
         )
         return next(matches, None)
+
+
+def same_setting(a: str | None, b: str | None) -> bool:
+    """Whether two override values are one setting: Hydra writes a sweep's values back as
+    Python does (`True`, `[5, 3, 3]`) and a command line as typed (`true`, `[5,3,3]`)."""
+    if a is None or b is None:
+        return a == b
+
+    def value(text: str) -> object:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+    return a == b or value(a) == value(b)
 
 
 # --- reading ------------------------------------------------------------------------------------
