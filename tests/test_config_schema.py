@@ -111,6 +111,14 @@ def test_an_unknown_key_is_refused_naming_it_and_the_accepted_ones(train_cfg, ke
         validate_config(changed(train_cfg, key, 0.9), check_memory=False)
 
 
+def test_the_keys_of_another_optimizer_are_its_own(train_cfg):
+    adam = changed(train_cfg, "optimizer._target_", "torch.optim.Adam")
+    with pytest.raises(ConfigError, match=r"optimizer.momentum: no such key .* amsgrad, betas"):
+        validate_config(adam, check_memory=False)
+    adam = config([*FAST, "optimizer._target_=torch.optim.Adam", "~optimizer.momentum"])
+    validate_config(changed(adam, "optimizer.betas", [0.9, 0.99]), check_memory=False)
+
+
 def test_keywords_of_the_trainer_and_the_optimizer_pass_through(train_cfg):
     cfg = changed(train_cfg, "trainer.limit_train_batches", 2)
     cfg = changed(cfg, "optimizer.maximize", False)
@@ -185,6 +193,9 @@ def test_the_memory_estimate_grows_with_the_network_and_the_batch(train_cfg):
 def test_a_network_too_large_for_the_machine_is_refused_naming_the_keys(train_cfg, monkeypatch):
     monkeypatch.setattr(config_checks, "available_memory", lambda accelerator: (8 * GIB, "host"))
     validate_config(train_cfg)  # the study's network fits in 8 GiB
+    wide = changed(train_cfg, "model.hidden", [10**8])  # parameters, not activations
+    with pytest.raises(ConfigError, match=r"needs about \d+\.\d GiB .*model.hidden=\[100000000\]"):
+        validate_config(wide)
     huge = changed(train_cfg, "model.filters", [100_000, 48, 96])
     with pytest.raises(ConfigError, match=r"needs about \d+\.\d GiB \(model.filters=\[100000"):
         validate_config(huge)

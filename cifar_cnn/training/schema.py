@@ -18,6 +18,7 @@ from cifar_cnn.core.errors import ConfigError
 MISSING = "???"  # OmegaConf's mark for a value that must be given
 ANY = object()  # a value of any type (checked by its consumer)
 SEED_LIMIT = 2**32
+HYDRA_KEYS = ("_target_", "_partial_")  # how Hydra builds a group, not arguments
 
 
 def is_int(value: object) -> bool:
@@ -254,7 +255,8 @@ def check_group(
     name: str, values: Mapping[str, object], schema: Mapping[str, Key], open_to: object = None
 ) -> None:
     """Check every key of the group `name` against `schema`; a key the schema lacks is refused
-    unless it is a keyword of the class `open_to` names (Lightning's Trainer, the optimiser)."""
+    unless it is a keyword of the class `open_to` names (Lightning's Trainer, the optimiser):
+    then the keys accepted are that class's keywords, and the schema types those it lists."""
     for key, spec in schema.items():
         if key in values:
             if values[key] == MISSING:
@@ -265,17 +267,14 @@ def check_group(
             check_value(f"{name}.{key}", spec, values[key])
         elif not spec.optional:
             raise ConfigError(f"{name}.{key} is missing; e.g. {name}.{key}={spec.example}")
-    extra = sorted(set(values) - set(schema))
-    if open_to is not None:
-        accepted = _signature_keys(open_to)
-        extra = [k for k in extra if k not in accepted]
-        known = sorted(set(schema) | set(accepted) - {"_target_"})
-    else:
-        known = sorted(set(schema) - {"_target_"})
+    accepted = _signature_keys(open_to) if open_to is not None else []
+    known = {*HYDRA_KEYS, *accepted} if accepted else set(schema)
+    extra = sorted(set(values) - known)
     if extra:
+        shown = sorted(known - set(HYDRA_KEYS))
         raise ConfigError(
             f"{', '.join(f'{name}.{k}' for k in extra)}: no such key in {name} "
-            f"(a misspelling?); the accepted keys are {', '.join(known)}"
+            f"(a misspelling?); the accepted keys are {', '.join(shown)}"
         )
 
 
