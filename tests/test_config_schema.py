@@ -9,7 +9,7 @@ from cifar_cnn.app import compose_config
 from cifar_cnn.core.errors import ConfigError
 from cifar_cnn.training import config_checks
 from cifar_cnn.training.config_checks import memory_need, validate_config, validate_launch
-from helpers import FAST, config
+from helpers import FAST, REPO, config
 
 GIB = 2**30
 
@@ -41,6 +41,13 @@ def test_the_shipped_configs_pass(train_cfg, evaluate_cfg, predict_cfg):
     validate_config(config(["hparams_search=optuna", "experiment=high_lr"]))
     validate_config(evaluate_cfg, "evaluate")
     validate_config(predict_cfg, "predict")
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml"))
+)
+def test_every_published_experiment_passes(experiment):
+    validate_config(config([f"experiment={experiment}"]))
 
 
 @pytest.mark.parametrize(
