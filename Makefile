@@ -25,7 +25,7 @@ SEARCH_SEEDS ?=
 SEARCH_DIR ?=
 
 .PHONY: help install install-search study sweep report search test test-fast lint bench \
-	bench-grid bench-overhead tensorboard clean
+	bench-grid bench-gpu bench-overhead tensorboard clean
 .DEFAULT_GOAL := install
 
 ## help: list the targets
@@ -100,6 +100,12 @@ bench: $(BIN)/.installed
 # image folder or .tar.gz of one.
 bench-grid: $(BIN)/.installed
 	$(BIN)/python benchmarks/grid.py $(if $(JOBS),--jobs=$(JOBS)) $(BENCH_ARGS)
+
+## bench-gpu: the whole study's time on this GPU from its first minutes (under 9 min): seconds
+## per epoch of the 10 configurations at 1-16 jobs per GPU, fp32/bf16, MPS, speed levers
+## (docs/gpu.md); BENCH_ARGS=--quick runs the same path on a CPU in under 3 minutes
+bench-gpu: $(BIN)/.installed
+	$(BIN)/python benchmarks/gpu.py $(BENCH_ARGS)
 
 ## bench-overhead: host time per step the Trainer path adds to a plain loop (about 15 s)
 bench-overhead: $(BIN)/.installed
