@@ -2,6 +2,7 @@
 checked; the decoded-image cache written without leaving a partial file behind."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ from PIL import Image
 from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.errors import DataError
 from cifar_cnn.training import data
-from cifar_cnn.training.data import CACHE_NAME, load_arrays
+from cifar_cnn.training.data import CACHE_NAME, CIFAR10DataModule, load_arrays
 from cifar_cnn.training.images import read_rgb
 from helpers import REPO, make_folder
 
@@ -183,3 +184,13 @@ def test_a_read_only_data_folder_is_decoded_without_a_cache(tmp_path, caplog):
     assert len(arrays["test_y"]) == 10
     assert f"in the folder {root}" in caplog.text
     assert sorted(p.name for p in root.iterdir()) == ["test", "train"]
+
+
+def test_a_folder_of_test_images_alone_evaluates_but_does_not_train(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    shutil.rmtree(root / "train")
+    module = CIFAR10DataModule("folder", str(root), batch_size=4)
+    module.setup("test")
+    assert sum(len(y) for _, y in module.test_dataloader()) == 10
+    with pytest.raises(DataError, match=r"has no training images; the folder source trains on"):
+        CIFAR10DataModule("folder", str(root), batch_size=4).setup("fit")

@@ -271,7 +271,9 @@ def load_arrays(
                 f"data.root={root} is not a folder; the folder source expects "
                 "DATA_ROOT/{train,test}/<class>/*.png|jpg"
             )
-        train_files, test_files = folder_files(root, "train"), folder_files(root, "test")
+        # A folder of test images alone is enough to evaluate; training refuses it (setup).
+        train_files = folder_files(root, "train") if (root / "train").exists() else []
+        test_files = folder_files(root, "test")
 
         def build() -> Arrays:
             log.info(
@@ -351,12 +353,19 @@ class CIFAR10DataModule(L.LightningDataModule):
                 arrays["train_x"][subset],
                 arrays["train_y"][subset],
             )
-        self._check_batches(len(arrays["train_y"]))
+        if stage in (None, "fit"):
+            self._check_batches(len(arrays["train_y"]))
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         self.arrays = {k: v.to(device) for k, v in arrays.items()}
 
     def _check_batches(self, n: int) -> None:
         """Refuse a training set smaller than one batch; note a final batch of one image."""
+        if n == 0:
+            raise DataError(
+                f"data.source={self.source} data.root={self.root} has no training images; the "
+                "folder source trains on DATA_ROOT/train/<class>/ (a test/ folder alone is "
+                "enough to evaluate)"
+            )
         left = f"the {n} training images"
         if self.val_size or self.train_subset:
             subset = "null" if self.train_subset is None else self.train_subset
