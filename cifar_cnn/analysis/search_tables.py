@@ -50,7 +50,7 @@ def setup_section(search: Search) -> list[str]:
     finished = [t.run for t in search.trials if t.run.status == "finished"]
     statuses = Counter(t.run.status for t in search.trials)
     sampler = search.sweeper.get("sampler") or {}
-    seed = f", seed {sampler['seed']}" if sampler.get("seed") is not None else ""
+    seed = f", seed {sampler['seed']} + trial number" if sampler.get("seed") is not None else ""
     text = [
         "## What was searched",
         "",
