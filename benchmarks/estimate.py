@@ -10,8 +10,8 @@ process wall times, by contrast, are dominated by start-up jitter on a GPU.
 
 The study's time is then the jobs' durations (fixed cost + epochs x seconds per epoch)
 scheduled longest first onto the parallel slots (`longest_first`).
-Used by grid.py (`make bench-grid`) and gpu.py (`make bench-gpu`); tested in
-tests/test_bench_estimator.py.
+`read_jobs` reads every job of a sweep directory. Used by grid.py (`make bench-grid`) and
+gpu.py (`make bench-gpu`); tested in tests/test_bench_estimator.py.
 """
 
 from __future__ import annotations
@@ -60,6 +60,25 @@ def job_timing(epoch_ends: list[float], wall_s: float) -> JobTiming:
     gaps = [later - earlier for earlier, later in itertools.pairwise(epoch_ends)]
     epoch_s = statistics.median(gaps)
     return JobTiming(epoch_s=epoch_s, fixed_s=max(0.0, wall_s - len(epoch_ends) * epoch_s))
+
+
+def read_jobs(sweep_dir: Path) -> list[dict]:
+    """Every finished job of a sweep: its experiment, precision, device and timing."""
+    from cifar_cnn.core.record import RunRecord, read_record
+    from cifar_cnn.core.runfiles import METRICS_FILE
+
+    jobs = []
+    for path in sorted(sweep_dir.glob(f"*/{METRICS_FILE}")):
+        record = read_record(path, RunRecord)
+        timing = job_timing(epoch_end_times(path.parent), record.wall_seconds_this_process)
+        jobs.append({
+            "experiment": record.experiment, "epochs": record.history.epochs,
+            "precision": record.environment.precision, "device": record.environment.device,
+            "epoch_s": timing.epoch_s, "fixed_s": timing.fixed_s,
+            "wall_s": record.wall_seconds_this_process, "threads": record.environment.threads,
+            "test_recall": record.test.recall,
+        })  # fmt: skip
+    return jobs
 
 
 def longest_first(durations: list[float], slots: int) -> float:

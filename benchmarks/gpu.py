@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, machine, recorded_command, write_result
-from estimate import JobTiming, epoch_end_times, job_timing, study_seconds
+from estimate import JobTiming, read_jobs, study_seconds
 from startup import DATA_ENV, _image_folder, is_archive, unpack
 
 from cifar_cnn.core.cifar10 import TRAIN_SIZE
@@ -136,24 +136,6 @@ def run_cell(cell: dict, args: argparse.Namespace, data: list[str], work: Path, 
         result["output_tail"] = out[-2000:]
     shutil.rmtree(sweep_dir, ignore_errors=True)
     return result
-
-
-def read_jobs(sweep_dir: Path) -> list[dict]:
-    """Every finished job of a sweep: its experiment, precision, device and timing."""
-    from cifar_cnn.core.record import RunRecord, read_record
-    from cifar_cnn.core.runfiles import METRICS_FILE
-
-    jobs = []
-    for path in sorted(sweep_dir.glob(f"*/{METRICS_FILE}")):
-        record = read_record(path, RunRecord)
-        timing = job_timing(epoch_end_times(path.parent), record.wall_seconds_this_process)
-        jobs.append({
-            "experiment": record.experiment, "epochs": record.history.epochs,
-            "precision": record.environment.precision, "device": record.environment.device,
-            "epoch_s": timing.epoch_s, "fixed_s": timing.fixed_s,
-            "wall_s": record.wall_seconds_this_process,
-        })  # fmt: skip
-    return jobs
 
 
 def cell_timings(cell: dict) -> dict[str, JobTiming]:
