@@ -25,7 +25,7 @@ import argparse
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -137,16 +137,16 @@ def run(
     return status
 
 
-def _at_least(minimum: int):  # noqa: ANN202
+def _at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least `minimum`."""
 
-    def parse(text: str) -> int:
+    def integer(text: str) -> int:
         value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value}: must be {minimum} or more")
         return value
 
-    return parse
+    return integer
 
 
 def _parser() -> argparse.ArgumentParser:
