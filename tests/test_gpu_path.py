@@ -43,6 +43,7 @@ def _restore_torch_flags():
         torch.backends.cudnn.allow_tf32,
         torch.get_float32_matmul_precision(),
         torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
         os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
@@ -51,13 +52,13 @@ def _restore_torch_flags():
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
     torch.set_float32_matmul_precision(saved[2])
-    torch.use_deterministic_algorithms(saved[3])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[4:6]
-    if saved[6] is None:
+    torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[5:7]
+    if saved[7] is None:
         os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     else:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[6]
-    torch.set_num_threads(saved[7])
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[7]
+    torch.set_num_threads(saved[8])
 
 
 # --- switches ---------------------------------------------------------------------------------
@@ -86,6 +87,7 @@ def test_exact_is_one_switch_that_the_trainer_keeps(exact):
     runtime.configure(cfg.compute)
     instantiate(cfg.trainer, logger=False, enable_checkpointing=False)  # sets torch flags too
     assert torch.are_deterministic_algorithms_enabled() is exact
+    assert torch.is_deterministic_algorithms_warn_only_enabled() is exact
     assert torch.backends.cudnn.deterministic is exact
     assert torch.backends.cudnn.benchmark is not exact
     assert (os.environ.get("CUBLAS_WORKSPACE_CONFIG") == runtime.CUBLAS_WORKSPACE) is exact

@@ -88,11 +88,12 @@ def set_tf32(allow: bool) -> None:
 
 def set_exact(exact: bool) -> None:
     """Bit-exact GPU kernels (deterministic algorithms, cuDNN's timed choice off, cuBLAS's
-    fixed workspace), or the fastest ones. The Trainer keeps these: `trainer.deterministic`
-    follows `compute.exact` and `trainer.benchmark: null` keeps cudnn.benchmark as set here."""
+    fixed workspace), or the fastest ones. An op that has no deterministic GPU kernel warns,
+    naming itself, instead of stopping the run. The Trainer keeps these settings
+    (`trainer.benchmark` and `trainer.deterministic` are null)."""
     if exact:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(exact)
+    torch.use_deterministic_algorithms(exact, warn_only=exact)
     torch.backends.cudnn.deterministic = exact
     torch.backends.cudnn.benchmark = not exact
 
