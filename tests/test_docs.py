@@ -273,13 +273,23 @@ def test_code_blocks_name_their_language_and_python_blocks_import(page):
             exec(compile(ast.Module(imports, type_ignores=[]), page.name, "exec"), {})
 
 
+def is_module(name: str) -> bool:
+    """Whether `name` is an importable module (False for an attribute of one)."""
+    try:
+        return find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent is a module, not a package
+        return False
+
+
 def missing_names(page: Path) -> Iterator[str]:
     """The modules, attributes, repository paths and local links a page names that do not
     exist."""
     text = page.read_text()
     for name in sorted(set(re.findall(r"\bcifar_cnn(?:\.[A-Za-z_]\w*)+", text))):
         parts = name.split(".")
-        depth = max(i for i in range(1, len(parts) + 1) if find_spec(".".join(parts[:i])))
+        depth = 1
+        while depth < len(parts) and is_module(".".join(parts[: depth + 1])):
+            depth += 1
         target = import_module(".".join(parts[:depth]))
         for attribute in parts[depth:]:
             if not hasattr(target, attribute):
