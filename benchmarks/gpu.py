@@ -9,10 +9,10 @@ on the device (hydra/launcher=joblib, n_jobs=N; N=1: one job after another), eac
 --epochs epochs, on synthetic data at CIFAR-10's full size (50,000 + 10,000 images) or on
 --data. The cells, most informative first, until --budget seconds are spent:
 
-  fp32 N=1 (the study as it ran), then fp32 and bf16-mixed at N = 16, 8, 4, 12, the speed
-  levers (data.drop_last, evaluation batches of 1,000, a checkpoint every 10 epochs; then
-  also compute.compile_mode=reduce-overhead: CUDA graphs) at the largest N, bf16 at N=1,
-  and fp32 at N=8 without MPS when MPS was on.
+  fp32 N=1 (the study as it ran); fp32 and bf16-mixed at N=16; the speed levers at N=16
+  (data.drop_last, evaluation batches of 1,000, a checkpoint every 10 epochs); fp32 and bf16
+  at N=8; at N=16 the levers with compute.compile_mode=reduce-overhead (CUDA graphs) and fp32
+  with compute.exact; fp32 and bf16 at N=12 and 4; bf16 at N=1; fp32 at N=8 without MPS.
 
 Cells with N >= 2 run under CUDA MPS when its daemon can be started (the JSON and the table
 say whether it was). A cell's N jobs run the published configurations in turn (N < 10: the
@@ -53,27 +53,30 @@ STUDY_OWN_H = 12.5  # the study: 10 runs of about 1 h 15 min each on a hosted GP
 TEST_PER_TRAIN = 5  # CIFAR-10's ratio of training to test images
 LEVERS = ["data.drop_last=true", "data.eval_batch_size=1000", "checkpoint_every_n_epochs=10"]
 GRAPHS = ["compute.compile=true", "compute.compile_mode=reduce-overhead"]
+EXACT = ["compute.exact=true"]  # bit-exact kernels: does it run, and what does it cost?
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 
 
 def plan(jobs: list[int], on_gpu: bool) -> list[dict]:
     """The cells, most informative first: name, precision, N, extra overrides, MPS wanted."""
-    top = max(jobs)
+    many = sorted((n for n in jobs if n > 1), reverse=True)
+    top, mid = many[0], sorted(jobs)[len(jobs) // 2]
+    order = list(dict.fromkeys([top, mid, *many]))
     cells = [("fp32", 1, [])]
-    for n in sorted((n for n in jobs if n > 1), key=lambda n: (n != top, -n)):
+    for i, n in enumerate(order):
         cells += [("fp32", n, []), ("bf16", n, [])]
-        if n == top:
-            cells += [("bf16", n, LEVERS)]
-            cells += [("bf16", n, LEVERS + GRAPHS)] if on_gpu else []
+        cells += [("bf16", top, LEVERS)] if i == 0 else []
+        if on_gpu and i == min(1, len(order) - 1):
+            cells += [("bf16", top, LEVERS + GRAPHS), ("fp32", top, EXACT)]
     cells += [("bf16", 1, [])]
-    mid = sorted(jobs)[len(jobs) // 2]
     planned = [{"precision": p, "jobs": n, "levers": lv, "mps": n > 1} for p, n, lv in cells]
     if on_gpu and mid > 1:
         planned.append({"precision": "fp32", "jobs": mid, "levers": [], "mps": False})
     for cell in planned:
         tags = [cell["precision"], f"N={cell['jobs']}"]
-        tags += ["levers"] if cell["levers"] else []
+        tags += ["levers"] if LEVERS[0] in cell["levers"] else []
         tags += ["graphs"] if GRAPHS[-1] in cell["levers"] else []
+        tags += ["exact"] if cell["levers"] == EXACT else []
         tags += [] if cell["mps"] or cell["jobs"] == 1 else ["no MPS"]
         cell["name"] = " ".join(tags)
     return planned
