@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.keys import run_name
 from cifar_cnn.core.runfiles import HYDRA_DIR
+from cifar_cnn.training.config_checks import validate_launch
 from cifar_cnn.training.runtime import usable_cpus
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import ResumableOptunaSweeper
 
@@ -76,6 +77,11 @@ def experiment_name() -> str | None:
 def task_overrides() -> list[str]:
     """The command-line overrides of this job."""
     return list(HydraConfig.get().overrides.task)
+
+
+def check_launch() -> None:
+    """Check the launcher's and sweeper's counts of this job's Hydra config."""
+    validate_launch(HydraConfig.get().launcher, HydraConfig.get().sweeper)
 
 
 def concurrent_jobs() -> int:

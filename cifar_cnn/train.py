@@ -25,6 +25,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = app.run_directory()
     experiment, overrides = app.experiment_name(), app.task_overrides()
     try:
+        app.check_launch()
         record = train(
             cfg,
             run_dir,

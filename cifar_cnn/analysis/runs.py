@@ -28,6 +28,7 @@ from cifar_cnn.analysis.stats import (
     untestable,
     welch,
 )
+from cifar_cnn.analysis.text import data_text, joined, precision_text
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.keys import splits_rows
 from cifar_cnn.core.published import BY_NAME, STUDY_ORDER, PublishedRun
@@ -383,28 +384,3 @@ def setup_notes(rows: Sequence[Row]) -> list[str]:
             f"{parts} run(s): see 'Failed, interrupted and unfinished runs'; they count in no mean."
         )
     return notes
-
-
-# --- text the report shares ---------------------------------------------------------------------
-
-
-def joined(values: Sequence) -> str:
-    """The values joined by " / "; an en dash when there are none."""
-    return " / ".join(str(v) for v in values) if values else "–"
-
-
-def data_text(run: Run) -> str:
-    """A finished run's data source and sizes: `synthetic (256 train / 100 test)`, or with a
-    validation split `synthetic (206 train / 50 val / 100 test)`."""
-    data = run.record.data
-    sizes = [f"{data.train_size} train", f"{data.test_size} test"]
-    if data.val_size:
-        sizes.insert(1, f"{data.val_size} val")
-    return f"{data.source} ({' / '.join(sizes)})"
-
-
-def precision_text(run: Run) -> str:
-    """A finished run's numeric precision (`32-true`, `bf16-mixed`), with `+tf32` when TF32
-    was allowed."""
-    environment = run.record.environment
-    return environment.precision + ("+tf32" if environment.tf32 else "")

@@ -13,9 +13,9 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from cifar_cnn.analysis.runs import REPORT_DIR, Row, Run, data_text, joined
+from cifar_cnn.analysis.runs import REPORT_DIR, Row, Run
 from cifar_cnn.analysis.stats import ALPHA, Summary, decide, fmt_p, untestable, welch
-from cifar_cnn.analysis.text import fmt, fmt_duration, md_table
+from cifar_cnn.analysis.text import data_text, fmt, fmt_duration, joined, md_table
 from cifar_cnn.analysis.trials import (
     FOUND,
     RETRAIN_DIR,

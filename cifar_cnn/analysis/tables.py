@@ -24,14 +24,11 @@ from cifar_cnn.analysis.runs import (
     Run,
     collect_runs,
     common_overrides,
-    data_text,
     group_runs,
-    joined,
-    precision_text,
     setup_notes,
 )
 from cifar_cnn.analysis.stats import ALPHA, POWER, fmt_p
-from cifar_cnn.analysis.text import fmt, fmt_duration, md_table
+from cifar_cnn.analysis.text import data_text, fmt, fmt_duration, joined, md_table, precision_text
 from cifar_cnn.core.cifar10 import TRAIN_SIZE
 from cifar_cnn.core.published import (
     BY_NAME,

@@ -24,6 +24,7 @@ from cifar_cnn.core.record import DataSummary, EvalRecord, write_record
 from cifar_cnn.core.runfiles import EVAL_FILE, PREDICTIONS_FILE
 from cifar_cnn.training import runtime
 from cifar_cnn.training.checkpoint import EXAMPLE, load_classifier
+from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.data import TensorBatches
 from cifar_cnn.training.images import read_rgb
 from cifar_cnn.training.module import CIFARClassifier
@@ -46,6 +47,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> EvalRecord:
     its record (eval.json: the test results, the checkpoint and its epoch count, the data, the
     environment and the checkpoint's run config)."""
     ckpt_path = required(cfg, "ckpt_path", EXAMPLE)
+    validate_config(cfg, "evaluate")
     threads = runtime.configure(cfg.compute)
     module = load_classifier(ckpt_path)
     datamodule = instantiate(cfg.data)
@@ -170,11 +172,8 @@ def predict(cfg: DictConfig, run_dir: Path) -> list[dict]:
     """
     ckpt_path = required(cfg, "ckpt_path", EXAMPLE)
     images_arg = required(cfg, "images", "images=photo.jpg, images=photos/ or 'images=[a.png,b/]'")
+    validate_config(cfg, "predict")
     top_k, batch_size = cfg.top_k, cfg.batch_size
-    if not isinstance(top_k, int) or not 1 <= top_k <= len(CLASSES):
-        raise ConfigError(f"top_k={top_k!r} must be a whole number from 1 to {len(CLASSES)}")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"batch_size={batch_size!r} must be a positive whole number")
     if isinstance(images_arg, ListConfig):
         images_arg = list(images_arg)
     files = find_images(images_arg)
