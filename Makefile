@@ -101,9 +101,9 @@ bench: $(BIN)/.installed
 bench-grid: $(BIN)/.installed
 	$(BIN)/python benchmarks/grid.py $(if $(JOBS),--jobs=$(JOBS)) $(BENCH_ARGS)
 
-## bench-gpu: the whole study's time on this GPU from its first minutes (under 9 min): seconds
-## per epoch of the 10 configurations at 1-16 jobs per GPU, fp32/bf16, MPS, speed levers
-## (docs/gpu.md); BENCH_ARGS=--quick runs the same path on a CPU in under 3 minutes
+## bench-gpu: the whole study's time on this GPU, measured in 9 minutes (docs/gpu.md)
+# Seconds per epoch of the 10 configurations at 1-16 jobs per GPU, fp32 and bf16, CUDA MPS,
+# speed levers; BENCH_ARGS=--quick runs the same code path on a CPU in under 3 minutes.
 bench-gpu: $(BIN)/.installed
 	$(BIN)/python benchmarks/gpu.py $(BENCH_ARGS)
 
