@@ -31,9 +31,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 
 from cifar_cnn.app import compose_config
+from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.published import PUBLISHED
 from cifar_cnn.training.config_checks import validate_config, validate_launch
-from helpers import REPO, run_cli
+from helpers import FAST, REPO, run_cli
 
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
@@ -326,3 +327,13 @@ def test_the_readmes_smoke_run_runs(tmp_path):
     # The README says the recall comes close to 1 on these easy classes (chance: 0.1).
     assert float(re.search(r"test recall (\d\.\d+)", result.stdout).group(1)) > 0.5
     assert len(list(tmp_path.glob("outputs/runs/*/metrics.json"))) == 1
+
+
+@pytest.mark.slow
+def test_the_python_example_of_using_md_runs_on_a_checkpoint(tmp_path, capsys):
+    run_cli([*FAST, f"hydra.run.dir={tmp_path / 'run'}"])
+    blocks_shown = blocks(REPO / "docs/using.md")
+    (example,) = [text for language, text, _ in blocks_shown if language == "python"]
+    exec(example.replace("outputs/runs/RUN", str(tmp_path / "run")), {})
+    predicted = ast.literal_eval(capsys.readouterr().out.strip())
+    assert len(predicted) == 8 and set(predicted) <= set(CLASSES)  # one class per image
