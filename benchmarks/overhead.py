@@ -7,8 +7,8 @@ where a 10 ms step varies by 10 % and more between windows on a noisy machine, w
 change of 0.1 ms. Here the network is Flatten + Linear(3072, 10), so a step is almost all
 host time, and both paths run alternately in one process on the CPU, `--rounds` times each:
 
-  trainer  the project's CIFAR10DataModule, CIFARClassifier and the Trainer from
-           `cifar_cnn.training.run.build_trainer` (progress bar, TensorBoard logger, checkpoints)
+  trainer  the project's CIFAR10DataModule, CIFARClassifier and the Trainer of
+           `cifar_cnn.training.trainer` (progress bar, TensorBoard logger, checkpoints)
   plain    the loop of bench.py's (c) (common.plain_loop) over the same data module's batches
 
 The difference of the medians is what the Lightning machinery (loop, hooks, callbacks,
@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from cifar_cnn.app import compose_config
     from cifar_cnn.training import runtime
+    from cifar_cnn.training.loggers import build_loggers
     from cifar_cnn.training.module import CIFARClassifier
-    from cifar_cnn.training.run import build_trainer
+    from cifar_cnn.training.trainer import build_trainer
 
     overrides = data_overrides((args.warmup + args.steps) * BATCH, 250)
     cfg = compose_config(
@@ -82,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
             compile=cfg.compute.compile,
         )
         with tempfile.TemporaryDirectory(prefix="cifar_cnn_overhead_") as run_dir:
-            trainer = build_trainer(cfg, Path(run_dir), callbacks=[clock_callback(window, device)])
+            trainer = build_trainer(
+                cfg.trainer,
+                Path(run_dir),
+                loggers=build_loggers(cfg.logger, Path(run_dir)),
+                callbacks=[clock_callback(window, device)],
+                checkpoint_every_n_epochs=cfg.checkpoint_every_n_epochs,
+                progress_bar_refresh=cfg.progress_bar_refresh,
+            )
             trainer.fit(module, datamodule=datamodule)
         return window.seconds()
 

@@ -90,14 +90,14 @@ def worker_cifar_cnn(args: argparse.Namespace, device: torch.device) -> dict:
         ]
     )
     with tempfile.TemporaryDirectory(prefix="cifar_cnn_bench_") as run_dir:
-        metrics = train(
+        record = train(
             cfg, Path(run_dir), callbacks=[clock_callback(window, device, eval_seconds)]
         )
     return {
         **window.report(),
-        "threads": metrics["threads"],
+        "threads": record.environment.threads,
         "test_seconds": eval_seconds.get("test"),
-        "test_images": metrics["data"]["test_size"],
+        "test_images": record.data.test_size,
     }
 
 
