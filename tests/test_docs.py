@@ -10,8 +10,8 @@ Each shell block (```bash) is read command by command:
 - `pip install ...`: the extras named exist;
 - the programs in `UNCHECKED` are not run, each for the reason given there;
 - the README's smoke run (its first training command) really runs.
-Python blocks compile and their imports resolve, and every module, repository path and local
-link named anywhere in the text exists.
+Python blocks compile and their imports resolve (using.md's example runs on a checkpoint), and
+every module, repository path and local link named anywhere in the text exists.
 """
 
 import argparse
