@@ -64,8 +64,12 @@ def plan(jobs: list[int], on_gpu: bool) -> list[dict]:
     order = list(dict.fromkeys([top, mid, *many]))
     cells = [("fp32", 1, [])]
     for i, n in enumerate(order):
-        cells += [("fp32", n, []), ("bf16", n, [])]
-        cells += [("bf16", top, LEVERS)] if i == 0 else []
+        pair = [("fp32", n, []), ("bf16", n, [])]
+        if i == 0 and on_gpu:
+            pair.append(("bf16", n, LEVERS))
+        elif i == 0:  # bf16 is emulated on most CPUs: the levers in fp32, before it
+            pair.insert(1, ("fp32", n, LEVERS))
+        cells += pair
         if on_gpu and i == min(1, len(order) - 1):
             cells += [("bf16", top, LEVERS + GRAPHS), ("fp32", top, EXACT)]
     cells += [("bf16", 1, [])]
@@ -111,9 +115,8 @@ def run_cell(cell: dict, args: argparse.Namespace, data: list[str], work: Path, 
     """Train one cell through the CLI; its wall time and each job's timing."""
     n = cell["jobs"]
     sweep_dir = work / cell["name"].replace(" ", "_").replace("=", "")
-    experiments = [args.experiments[i % len(args.experiments)] for i in range(max(n, 1))]
-    if n == 1:
-        experiments = list(args.experiments)
+    names = args.experiments
+    experiments = names if n == 1 else [names[i % len(names)] for i in range(n)]
     cmd = [
         sys.executable, "-m", "cifar_cnn.train", "-m", "experiment=" + ",".join(experiments),
         f"trainer.max_epochs={args.epochs}", f"trainer.precision={PRECISIONS[cell['precision']]}",
@@ -134,7 +137,10 @@ def run_cell(cell: dict, args: argparse.Namespace, data: list[str], work: Path, 
         out, _ = proc.communicate()
         status = "timed out"
     result = {**cell, "command": cmd, "wall_s": time.perf_counter() - started, "status": status}
-    result["jobs_measured"] = read_jobs(sweep_dir)
+    try:
+        result["jobs_measured"] = read_jobs(sweep_dir)
+    except Exception as e:  # a record unreadable: keep the other cells' minutes of work
+        result["jobs_measured"], result["read_error"] = [], f"{type(e).__name__}: {e}"
     if status != "ok":
         result["output_tail"] = out[-2000:]
     shutil.rmtree(sweep_dir, ignore_errors=True)
