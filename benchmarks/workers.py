@@ -90,9 +90,7 @@ def worker_cifar_cnn(args: argparse.Namespace, device: torch.device) -> dict:
         ]
     )
     with tempfile.TemporaryDirectory(prefix="cifar_cnn_bench_") as run_dir:
-        record = train(
-            cfg, Path(run_dir), callbacks=[clock_callback(window, device, eval_seconds)]
-        )
+        record = train(cfg, Path(run_dir), callbacks=[clock_callback(window, device, eval_seconds)])
     return {
         **window.report(),
         "threads": record.environment.threads,
