@@ -7,7 +7,7 @@ import sys
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from tests.helpers import REPO
+from helpers import REPO
 
 _spec = importlib.util.spec_from_file_location("estimate", REPO / "benchmarks" / "estimate.py")
 estimate = sys.modules["estimate"] = importlib.util.module_from_spec(_spec)

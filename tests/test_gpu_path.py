@@ -17,7 +17,7 @@ from cifar_cnn.training import runtime
 from cifar_cnn.training.data import TensorBatches
 from cifar_cnn.training.module import CIFARClassifier
 from cifar_cnn.training.run import train
-from tests.helpers import FAST, config
+from helpers import FAST, config
 
 # Ops whose result the host must wait for on a GPU: a scalar read (`.item()`, `float(t)`,
 # `bool(t)`, `if t:`) and ops whose output size depends on the data.
