@@ -81,6 +81,21 @@ def read_jobs(sweep_dir: Path) -> list[dict]:
     return jobs
 
 
+def fill_from_reference(
+    measured: dict[str, JobTiming], reference: dict[str, JobTiming], names: list[str]
+) -> dict[str, JobTiming]:
+    """`measured` plus the configurations of `names` it lacks, estimated as their `reference`
+    seconds per epoch (e.g. one job at a time) times the median ratio measured / reference of
+    the configurations both have, with the median measured fixed cost."""
+    common = [n for n in measured if n in reference]
+    if not common:
+        return dict(measured)
+    ratio = statistics.median(measured[n].epoch_s / reference[n].epoch_s for n in common)
+    fixed = statistics.median(t.fixed_s for t in measured.values())
+    missing = [n for n in names if n not in measured and n in reference]
+    return {**measured, **{n: JobTiming(reference[n].epoch_s * ratio, fixed) for n in missing}}
+
+
 def longest_first(durations: list[float], slots: int) -> float:
     """The wall time of jobs of these durations on `slots` parallel slots, started longest
     first, each as soon as a slot is free (as a pool of N sweep jobs runs them)."""

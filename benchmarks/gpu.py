@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, machine, recorded_command, write_result
-from estimate import JobTiming, read_jobs, study_seconds
+from estimate import JobTiming, fill_from_reference, read_jobs, study_seconds
 from startup import DATA_ENV, _image_folder, is_archive, unpack
 
 from cifar_cnn.core.cifar10 import TRAIN_SIZE
@@ -171,15 +171,8 @@ def estimate_cell(cell: dict, reference: dict[str, JobTiming] | None, names: lis
     if not measured:
         cell["study_min"] = None
         return
-    timings, estimated = dict(measured), []
-    common = [n for n in measured if reference and n in reference]
-    if reference and common:
-        slowdown = statistics.median(measured[n].epoch_s / reference[n].epoch_s for n in common)
-        fixed = statistics.median(t.fixed_s for t in measured.values())
-        for name in names:
-            if name not in timings and name in reference:
-                timings[name] = JobTiming(reference[name].epoch_s * slowdown, fixed)
-                estimated.append(name)
+    timings = fill_from_reference(measured, reference or {}, names)
+    estimated = [n for n in timings if n not in measured]
     cell["full_epoch_s"] = {n: t.epoch_s * scale for n, t in timings.items()}
     cell["estimated_from_n1"] = estimated
     cell["covers"] = sorted(timings)

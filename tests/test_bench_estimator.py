@@ -59,6 +59,21 @@ def test_the_study_is_every_configuration_times_seeds_longest_first():
     assert estimate.study_seconds(timings, seeds=1, epochs=300, slots=1, scale=0.5) == 470
 
 
+def test_configurations_not_measured_are_scaled_by_the_measured_slowdown():
+    reference = {
+        "a": estimate.JobTiming(epoch_s=1.0, fixed_s=5.0),
+        "b": estimate.JobTiming(epoch_s=2.0, fixed_s=5.0),
+        "c": estimate.JobTiming(epoch_s=4.0, fixed_s=5.0),
+    }
+    measured = {"a": estimate.JobTiming(epoch_s=3.0, fixed_s=9.0)}  # 3x slower with N jobs
+    filled = estimate.fill_from_reference(measured, reference, ["a", "b", "c", "d"])
+    assert filled["a"] == measured["a"]
+    assert filled["b"] == estimate.JobTiming(epoch_s=6.0, fixed_s=9.0)
+    assert filled["c"] == estimate.JobTiming(epoch_s=12.0, fixed_s=9.0)
+    assert "d" not in filled  # in neither
+    assert estimate.fill_from_reference(measured, {}, ["a", "b"]) == measured
+
+
 def test_epoch_end_times_are_read_from_the_runs_tensorboard_events(tmp_path):
     writer = SummaryWriter(str(tmp_path / "tensorboard" / "version_0"))
     for epoch, wall in enumerate([100.0, 101.5, 103.0]):
