@@ -84,6 +84,11 @@ def check_launch() -> None:
     validate_launch(HydraConfig.get().launcher, HydraConfig.get().sweeper)
 
 
+def job_number() -> int | None:
+    """This sweep job's number; None in a single run."""
+    return HydraConfig.get().job.num if HydraConfig.get().mode == RunMode.MULTIRUN else None
+
+
 def concurrent_jobs() -> int:
     """How many sweep jobs the launcher runs at once on this machine (1 outside a sweep)."""
     launcher = HydraConfig.get().launcher or {}

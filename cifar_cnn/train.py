@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> float | None:
             experiment=experiment,
             overrides=overrides,
             concurrent_jobs=app.concurrent_jobs(),
+            job_number=app.job_number(),
             on_start=lambda: app.save_run_config(cfg),
         )
         return record.val_recall if cfg.data.val_size else record.test.recall

@@ -333,11 +333,6 @@ def test_the_gpu_levers_train_the_same_numbers(tmp_path):
     assert levers.test_recall == pytest.approx(base.test_recall, abs=0.02)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run.py passes compute.compile alone to the module; it must pass "
-    "runtime.compile_setting(cfg.compute) for compute.compile_mode to take effect",
-)
 def test_compile_mode_reaches_torch_compile_and_trains_the_same(tmp_path, monkeypatch):
     modes = []
     compile_module = torch.nn.Module.compile

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from filelock import FileLock, Timeout
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
@@ -121,13 +122,15 @@ def train(
     experiment: str | None = None,
     overrides: Sequence[str] = (),
     concurrent_jobs: int = 1,
+    job_number: int | None = None,
     callbacks: Sequence[Callback] = (),
     on_start: Callable[[], None] | None = None,
 ) -> RunRecord:
     """Run one configuration to the end in `run_dir` and return its record (metrics.json).
 
     `experiment` and `overrides` go into the record for the report; `concurrent_jobs` is how
-    many runs share this machine (for the thread count); `callbacks` are added to the
+    many runs share this machine (for the thread count); `job_number`, a sweep job's number,
+    picks its GPU where several are visible (runtime.trainer_devices); `callbacks` are added to the
     Trainer's own; `on_start` is called once the run directory is locked and will be trained
     in (the Hydra app saves the run's config files then).
     """
@@ -143,6 +146,9 @@ def train(
             return finished
         if on_start:
             on_start()
+        cfg.trainer.devices = runtime.trainer_devices(
+            cfg.trainer.devices, cfg.trainer.accelerator, job_number, torch.cuda.device_count()
+        )
         return _fit_and_test(cfg, run_dir, run_config, experiment, overrides, concurrent_jobs,
                              callbacks)  # fmt: skip
 
@@ -168,7 +174,7 @@ def _fit_and_test(
         instantiate(cfg.optimizer),
         run_config,
         channels_last=cfg.compute.channels_last,
-        compile=cfg.compute.compile,
+        compile=runtime.compile_setting(cfg.compute),
     )
     trainer = build_trainer(
         cfg.trainer,
