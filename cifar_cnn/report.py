@@ -27,7 +27,6 @@ def write_sweep_report(sweep_dirs: Sequence[Path], out_dir: Path | None = None) 
     that fails half-way leaves the previous one as it was.
     """
     out_dir = out_dir or sweep_dirs[0] / REPORT_DIR
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
