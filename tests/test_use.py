@@ -132,7 +132,7 @@ def test_images_are_converted_to_32x32_rgb_and_a_32x32_rgb_png_is_kept_as_it_is(
     photos = write_photos(tmp_path / "photos")
     image, changed = read_image(photos / "a_rgb32.png")
     assert not changed
-    assert torch.equal(image, torch.from_numpy(np.asarray(Image.open(photos / "a_rgb32.png"))))
+    assert torch.equal(image, torch.from_numpy(np.array(Image.open(photos / "a_rgb32.png"))))
     for name in ("b_wide.jpg", "c_grey.png", "sub/d_rgba.png"):
         image, changed = read_image(photos / name)
         assert changed and image.shape == (32, 32, 3) and image.dtype == torch.uint8
