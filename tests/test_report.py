@@ -98,7 +98,7 @@ def test_means_and_sds_equal_hand_computed(report: Path, sweep: Path) -> None:
         published = BY_NAME[experiment].recall
         assert float(row["published_recall"]) == published
         assert float(row["diff_vs_published"]) == pytest.approx(mean - published, abs=1e-12)
-        assert int(row["params"]) == runs[0]["params"]
+        assert int(row["params"]) == runs[0].params
         assert row["epochs"] == "2"
         assert f"| {mean:.4f} | {sd:.4f} |" in markdown
 
@@ -211,7 +211,7 @@ def test_a_folder_of_single_runs_leaves_out_other_folders(sweep: Path, tmp_path:
     (runs / "notes").mkdir()
     markdown = (write_sweep_report([runs]) / "results.md").read_text()
     assert "1 subdirectories without run files were left out: notes." in markdown
-    assert "`notes`" not in section(markdown, "Failed and unfinished runs")
+    assert "`notes`" not in section(markdown, "Failed, interrupted and unfinished runs")
     assert [row["runs_total"] for row in read_csv(runs / "report")] == ["1", "1"]
 
 

@@ -51,7 +51,7 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_a_parallel_launcher_writes_a_run_directory_per_job(sweeps, launcher):
     runs = sorted(sweeps[launcher].glob("*/metrics.json"))
     assert len(runs) == 2
-    metrics = [json.loads(path.read_text()) for path in runs]
+    metrics = [read_record(path, RunRecord) for path in runs]
     assert sorted(m.seed for m in metrics) == [0, 1]
     assert all((path.parent / "train.log").is_file() for path in runs)  # Hydra's job log
     expected_threads = max(1, runtime.usable_cpus() // 2) if launcher == "joblib" else 1

@@ -64,13 +64,12 @@ def test_two_job_multirun_writes_two_metrics_files(tmp_path):
     )
     written = sorted(sweep.glob("*/metrics.json"))
     assert [p.parent.name for p in written] == [
-        # progress_bar_refresh does not define a run, so it is not in the name
+        # progress_bar_refresh and trainer.accelerator do not change the result (core/keys.py),
+        # so they are not in the name
         "0_data.source=synthetic,data.synthetic_test_size=200,data.synthetic_train_size=512,"
-        "model.filters=small,optimizer.lr=0.1,trainer.accelerator=cpu,"
-        "trainer.gradient_clip_val=1.0,trainer.max_epochs=1",
+        "model.filters=small,optimizer.lr=0.1,trainer.gradient_clip_val=1.0,trainer.max_epochs=1",
         "1_data.source=synthetic,data.synthetic_test_size=200,data.synthetic_train_size=512,"
-        "model.filters=large,optimizer.lr=0.1,trainer.accelerator=cpu,"
-        "trainer.gradient_clip_val=1.0,trainer.max_epochs=1",
+        "model.filters=large,optimizer.lr=0.1,trainer.gradient_clip_val=1.0,trainer.max_epochs=1",
     ]
     params = [read_record(p, RunRecord).params for p in written]
     assert params[0] == 256_058 and params[1] > params[0]
@@ -84,6 +83,7 @@ def test_data_root_is_taken_from_the_launch_directory(tmp_path):
             *FAST,
             "data.source=folder",
             "data.root=imgs",
+            "data.batch_size=10",  # 20 training images
             "trainer.max_epochs=1",
             "hydra.run.dir=out",
         ],
