@@ -359,11 +359,11 @@ def setup_notes(rows: Sequence[Row]) -> list[str]:
     for what, values, advice in (
         ("epoch counts", [f"{r.record.epochs} epochs" for r in finished],
          "Only rows with the same epoch count compare."),
-        ("data sources or sizes", [data_text(r) for r in finished],
+        ("data sources or sizes", [data_text(r.record) for r in finished],
          "Only rows on the same data compare."),
         ("devices", [r.record.environment.device for r in finished],
          "Training times do not compare across devices."),
-        ("precisions", [precision_text(r) for r in finished],
+        ("precisions", [precision_text(r.record) for r in finished],
          "bf16 can change the recall as well as the time; compare rows of one precision."),
     ):  # fmt: skip
         counts = Counter(values)

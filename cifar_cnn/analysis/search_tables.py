@@ -42,7 +42,7 @@ def _short(key: str) -> str:
 
 
 def _budget(run: Run) -> str:
-    return f"{run.record.epochs} epochs on {data_text(run)}"
+    return f"{run.record.epochs} epochs on {data_text(run.record)}"
 
 
 def setup_section(search: Search) -> list[str]:

@@ -245,10 +245,10 @@ def setup_section(runs: Sequence[Run], sweep_dirs: Sequence[Path]) -> list[str]:
         f"- runs: {len(runs)} ("
         + ", ".join(f"{n} {s}" for s, n in statuses.most_common())
         + f"); seeds: {', '.join(map(str, seeds)) or '–'}",
-        f"- data: {joined(list(dict.fromkeys(data_text(r) for r in finished)))}",
+        f"- data: {joined(list(dict.fromkeys(data_text(r.record) for r in finished)))}",
         f"- epochs: {joined(epochs)}",
         f"- device: {joined(list(devices))}",
-        f"- precision: {joined(list(dict.fromkeys(precision_text(r) for r in finished)))}",
+        f"- precision: {joined(list(dict.fromkeys(precision_text(r.record) for r in finished)))}",
         "- settings shared by every run: "
         + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none besides the defaults"),
         f"- published numbers: {SOURCE}; one seed each, {EPOCHS} epochs on the full "

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cifar_cnn.analysis.runs import Run
+from cifar_cnn.core.record import RunRecord
 
 
 def fmt(value: float | None, signed: bool = False) -> str:
@@ -43,18 +41,18 @@ def joined(values: Sequence) -> str:
     return " / ".join(str(v) for v in values) if values else "–"
 
 
-def data_text(run: Run) -> str:
+def data_text(record: RunRecord) -> str:
     """A finished run's data source and sizes: `synthetic (256 train / 100 test)`, or with a
     validation split `synthetic (206 train / 50 val / 100 test)`."""
-    data = run.record.data
+    data = record.data
     sizes = [f"{data.train_size} train", f"{data.test_size} test"]
     if data.val_size:
         sizes.insert(1, f"{data.val_size} val")
     return f"{data.source} ({' / '.join(sizes)})"
 
 
-def precision_text(run: Run) -> str:
+def precision_text(record: RunRecord) -> str:
     """A finished run's numeric precision (`32-true`, `bf16-mixed`), with `+tf32` when TF32
     was allowed."""
-    environment = run.record.environment
+    environment = record.environment
     return environment.precision + ("+tf32" if environment.tf32 else "")
