@@ -203,7 +203,10 @@ def test_the_readmes_published_table_is_that_of_published_py():
 def make(*args: str) -> str:
     """`make ARGS` in the repository (with -n, nothing is run); its output."""
     assert shutil.which("make"), "make is needed to check the Makefile"
-    result = subprocess.run(["make", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # --no-print-directory: under `make test` this make is a sub-make, which would announce
+    # "Entering directory" in its output
+    command = ["make", "--no-print-directory", *args]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
