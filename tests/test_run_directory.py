@@ -4,6 +4,7 @@ results redone, and reports swapped in whole."""
 
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from cifar_cnn.analysis import tables
 from cifar_cnn.analysis.runs import read_run
 from cifar_cnn.core.errors import ConfigError, RunRefused
 from cifar_cnn.core.record import RunRecord, read_record
-from cifar_cnn.core.runfiles import LOCK_FILE
+from cifar_cnn.core.runfiles import LOCK_FILE, write_json
 from cifar_cnn.report import write_sweep_report
 from cifar_cnn.training.checkpoint import AtomicCheckpointIO
 from cifar_cnn.training.run import train
@@ -153,3 +154,18 @@ def test_a_checkpoint_that_cannot_be_written_is_named_and_the_previous_one_kept(
     with pytest.raises(ConfigError, match=rf"cannot write the checkpoint {path} \(No space left"):
         AtomicCheckpointIO().save_checkpoint({"epoch": 2}, path)
     assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_results_file_that_cannot_be_written_leaves_the_old_one_and_no_temporary_file(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"a": 1})
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1} and sorted(tmp_path.iterdir()) == [path]

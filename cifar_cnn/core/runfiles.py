@@ -1,4 +1,4 @@
-"""The run-directory contract shared by training and the report: file names and JSON files.
+"""The run-directory contract shared by training and the report: file names and JSON writes.
 
 Free of torch, Lightning and Hydra, so that reading runs never imports them.
 """
@@ -12,7 +12,7 @@ FAILED_FILE = "failed.json"  # written instead when a run stops on an error
 LAST_CHECKPOINT = "checkpoints/last.ckpt"  # rewritten every `checkpoint_every_n_epochs`
 TENSORBOARD_DIR = "tensorboard"
 LOG_FILE = "train.log"
-HYDRA_DIR = ".hydra"  # the composed config Hydra saves for every run
+HYDRA_DIR = ".hydra"  # the composed config and overrides of every run (cifar_cnn.app saves them)
 EVAL_FILE = "eval.json"  # written by `cifar_cnn.evaluate` into its own run directory
 PREDICTIONS_FILE = "predictions.csv"  # written by `cifar_cnn.predict`
 LOCK_FILE = ".lock"  # held while a process trains in the run directory
@@ -21,16 +21,12 @@ RUN_MARKERS = (METRICS_FILE, FAILED_FILE, "checkpoints", TENSORBOARD_DIR, LOG_FI
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write `data` so that readers see the old file or the new one, never a partial one."""
+    """Write `data` so that readers see the old file or the new one, never a partial one; a
+    failed write (a full disk, a signal) leaves no temporary file behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict | None:
-    """The JSON object in `path`, or None when it is missing or unreadable."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

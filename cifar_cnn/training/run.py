@@ -184,7 +184,6 @@ def _fit_and_test(
         checkpoint_every_n_epochs=cfg.checkpoint_every_n_epochs,
         progress_bar_refresh=cfg.progress_bar_refresh,
     )
-    history = module.history
     with signals_stop(module):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         history = module.history  # restored from the checkpoint when resuming
