@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from cifar_cnn.analysis.runs import DEFAULT_SWEEPS_ROOT
 from cifar_cnn.analysis.trials import (
     FOUND,
     RETRAIN_DIR,
@@ -44,7 +45,6 @@ from cifar_cnn.core.errors import UserError
 from cifar_cnn.report import write_sweep_report
 
 DEFAULT_SEEDS = "0,1,2"
-SWEEPS_ROOT = Path("outputs/multiruns")
 
 
 def train(args: Sequence[str]) -> int:
@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     go.add_argument(
         "search_dir", type=Path, nargs="?", metavar="SEARCH_DIR",
         help="the search's sweep directory; an existing one resumes "
-        f"(default: {SWEEPS_ROOT}/<date>_<time>_search)",
+        f"(default: {DEFAULT_SWEEPS_ROOT}/<date>_<time>_search)",
     )  # fmt: skip
     go.add_argument(
         "--trials", type=_at_least(1), help="trials the study reaches (hydra.sweeper.n_trials)"
@@ -193,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "best-overrides":
             print(" ".join(best_overrides(args.sweep_dir)))
             return
-        search_dir = args.search_dir or SWEEPS_ROOT / f"{datetime.now():%Y-%m-%d_%H-%M-%S}_search"
+        search_dir = (
+            args.search_dir or DEFAULT_SWEEPS_ROOT / f"{datetime.now():%Y-%m-%d_%H-%M-%S}_search"
+        )
         run_args = (args.trials, args.epochs, args.val_size, args.seeds, args.jobs, overrides)
         sys.exit(run(search_dir, *run_args))
     except UserError as e:
