@@ -37,11 +37,11 @@ from cifar_cnn.analysis.trials import (
     RETRAIN_DIR,
     STUDY,
     STUDY_BEST,
-    SWEEP_CONFIG,
     best_overrides,
     read_search,
 )
 from cifar_cnn.core.errors import UserError
+from cifar_cnn.core.runfiles import SWEEP_CONFIG
 from cifar_cnn.report import write_sweep_report
 
 DEFAULT_SEEDS = "0,1,2"

@@ -39,6 +39,7 @@ from cifar_cnn.core.runfiles import (
     LAST_CHECKPOINT,
     METRICS_FILE,
     RUN_MARKERS,
+    SWEEP_CONFIG,
     TENSORBOARD_DIR,
 )
 
@@ -193,7 +194,7 @@ def find_run_dirs(sweep_dir: Path) -> tuple[list[Path], list[str]]:
         key=_job_order,
     )
     run_dirs = subdirs
-    if not (sweep_dir / "multirun.yaml").is_file():
+    if not (sweep_dir / SWEEP_CONFIG).is_file():
         run_dirs = [p for p in subdirs if any((p / m).exists() for m in RUN_MARKERS)]
     if not run_dirs:
         raise ReportError(

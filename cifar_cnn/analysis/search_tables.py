@@ -21,13 +21,13 @@ from cifar_cnn.analysis.trials import (
     RETRAIN_DIR,
     STUDY,
     STUDY_BEST,
-    STUDY_FILE,
     Search,
     Trial,
     read_search,
 )
 from cifar_cnn.core.cifar10 import TRAIN_SIZE
 from cifar_cnn.core.published import BY_NAME, EPOCHS
+from cifar_cnn.core.runfiles import STUDY_FILE
 
 
 def _value(text: str) -> str:

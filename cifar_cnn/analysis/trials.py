@@ -25,11 +25,8 @@ import yaml
 
 from cifar_cnn.analysis.runs import ReportError, Row, Run, collect_runs, read_run
 from cifar_cnn.core.published import PUBLISHED
+from cifar_cnn.core.runfiles import SEARCH_RESULTS_FILE, SQLITE_PREFIX, STUDY_FILE, SWEEP_CONFIG
 
-STUDY_FILE = "optuna.db"  # the Optuna study, as conf/hparams_search/optuna.yaml stores it
-RESULTS_FILE = "optimization_results.yaml"  # written by the sweeper when it finishes
-SWEEP_CONFIG = "multirun.yaml"
-SQLITE_PREFIX = "sqlite:///"
 RETRAIN_DIR = "retrain"
 FOUND, STUDY = "found", "study"  # retrain/found: the best trial; retrain/study: the study's best
 # The study's best configuration (row 7, batchnorm), the one a search has to beat.
@@ -131,7 +128,7 @@ def _sweep_config(sweep_dir: Path) -> dict:
 
 def is_search(sweep_dir: Path) -> bool:
     """Whether `sweep_dir` is an Optuna search (its study, its results, or its sweeper)."""
-    if (sweep_dir / STUDY_FILE).is_file() or (sweep_dir / RESULTS_FILE).is_file():
+    if (sweep_dir / STUDY_FILE).is_file() or (sweep_dir / SEARCH_RESULTS_FILE).is_file():
         return True
     if not (sweep_dir / SWEEP_CONFIG).is_file():
         return False

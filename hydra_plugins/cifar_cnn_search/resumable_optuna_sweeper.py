@@ -44,13 +44,12 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cifar_cnn.core.errors import UserError
+from cifar_cnn.core.runfiles import SEARCH_RESULTS_FILE, SQLITE_PREFIX, SWEEP_CONFIG
 from hydra_plugins.cifar_cnn_search.space import as_override, parse_space, suggest
 
 log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'cifar_cnn[search]'"
-SQLITE_PREFIX = "sqlite:///"
-RESULTS_FILE = "optimization_results.yaml"
 SQLITE_TIMEOUT_S = 60  # how long a process waits for another's write to a shared SQLite file
 OPEN_ATTEMPTS = 5  # two processes creating one SQLite study at once may collide; retry
 
@@ -211,7 +210,7 @@ class ResumableOptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         # The storage resolved, so that the report finds the study without Hydra's resolvers.
         resolved = {"hydra": {"sweeper": {"storage": s["storage"], "study_name": s["study_name"]}}}
-        OmegaConf.save(OmegaConf.merge(self.config, resolved), sweep_dir / "multirun.yaml")
+        OmegaConf.save(OmegaConf.merge(self.config, resolved), sweep_dir / SWEEP_CONFIG)
         sampler = instantiate(s["sampler"]) if s.get("sampler") else None
         study = open_study(s["storage"], s["study_name"], s["direction"], sampler)
         counter = _Counter(study, s["n_trials"])
@@ -264,7 +263,9 @@ class ResumableOptunaSweeper(Sweeper):
     def _write_results(self, study: Any, sweep_dir: Path) -> None:
         complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         if not complete:
-            log.warning("no trial of study %r is complete: no %s", study.study_name, RESULTS_FILE)
+            log.warning(
+                "no trial of study %r is complete: no %s", study.study_name, SEARCH_RESULTS_FILE
+            )
             return
         best = study.best_trial
         results = {
@@ -274,7 +275,7 @@ class ResumableOptunaSweeper(Sweeper):
             "best_params": best.params,
             "best_value": best.value,
         }
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+        OmegaConf.save(OmegaConf.create(results), sweep_dir / SEARCH_RESULTS_FILE)
         log.info("best trial %d: value %s, %s", best.number, best.value, best.params)
 
 
