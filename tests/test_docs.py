@@ -8,6 +8,7 @@ Each shell block (```bash) is read command by command:
 - `python -m cifar_cnn.report|search ARGS`: the app parses them (its work is stubbed out);
 - `make TARGET VAR=...`: `make -n` accepts them, and `ARGS="..."` is composed as above;
 - `pip install ...`: the extras named exist;
+- `python -c CODE`: it runs;
 - the programs in `UNCHECKED` are not run, each for the reason given there;
 - the README's smoke run (its first training command) really runs.
 Python blocks compile and their imports resolve (using.md's example runs on a checkpoint), and
@@ -20,6 +21,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import import_module
@@ -244,6 +246,8 @@ def check(command: Command, monkeypatch) -> None:
         check_argparse_app(args[1], args[2:], monkeypatch)
     elif program in {"python", "python3"} and args and args[0].endswith(".py"):
         assert (REPO / args[0]).is_file()
+    elif program in {"python", "python3"} and args[:1] == ["-c"]:
+        subprocess.run([sys.executable, "-c", args[1]], cwd=REPO, check=True, timeout=60)
     elif program in {"python", "python3"} and args[:2] == ["-m", "pytest"]:
         assert all((REPO / a).exists() for a in args[2:] if a.endswith(".py"))
     elif program == "make":

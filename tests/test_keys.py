@@ -22,18 +22,20 @@ def test_every_key_of_the_composed_configs_has_an_entry(config_name):
 
 
 def test_entries_are_unique_and_consistent():
-    names = [k.key for k in KEYS]
-    assert len(names) == len(set(names))
+    names = [(k.key, app) for k in KEYS for app in k.apps]
+    assert len(names) == len(set(names))  # one entry per key and app
     for key in KEYS:
         assert not (key.splits_rows and not key.names_run), key  # a row is a named run
         assert key.changes_result or key.resume_may_differ or key.key == "data.root", key
 
 
 def test_prefixes_cover_nested_keys_and_the_longest_entry_wins():
-    assert lookup("model.filters").key == "model."
+    assert lookup("model.filters").key == "model.filters"
+    assert lookup("+model.note").key == ""  # not in the table: changes the result
+    assert lookup("optimizer.betas").key == "optimizer."
     assert lookup("logger.mlflow.tracking_uri").key == "logger."
     assert lookup("compute.allow_tf32").key == "compute.allow_tf32"  # not compute.*
-    assert lookup("+optimizer.nesterov").key == "optimizer."
+    assert lookup("+optimizer.maximize").key == "optimizer."
     assert lookup("hydra/launcher").key == "hydra/"
     assert not splits_rows("seed") and splits_rows("experiment") and not splits_rows("logger")
 
