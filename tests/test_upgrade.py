@@ -2,7 +2,13 @@
 YAML line and one entry of core/keys.py) leaves every run directory written before it
 resumable, continuable and reported as if it held the key's default."""
 
+import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +17,7 @@ from cifar_cnn.core.errors import RunRefused
 from cifar_cnn.core.keys import NOT_GIVEN, lookup, resume_mismatches
 from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.training.run import train
-from helpers import FAST, config
+from helpers import FAST, REPO, config
 
 
 def test_a_key_an_older_config_lacks_counts_as_its_absent_value():
@@ -59,3 +65,78 @@ def test_a_run_written_before_a_key_existed_refuses_another_value_of_it(tmp_path
     _written_before(tmp_path, "optimizer.nesterov")
     with pytest.raises(RunRefused, match=r"optimizer.nesterov: False \(checkpoint\) vs True"):
         train(config([*FAST, "trainer.max_epochs=1", "optimizer.nesterov=true"]), tmp_path)
+
+
+def _copy_project(tmp_path: Path) -> Path:
+    """A copy of the package, its configs and its sweeper, to upgrade in place."""
+    copy = tmp_path / "project"
+    for name in ("cifar_cnn", "conf", "hydra_plugins"):
+        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def _cli(copy: Path, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m cifar_cnn.train ARGS` running the copy's code and configs."""
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_cnn.train", *args],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}")
+    return result
+
+
+NEW_KEY = '    Key("optimizer.maximize", "bool", "false", "the optimiser", absent=False),\n'
+
+
+@pytest.mark.slow
+def test_the_add_a_key_recipe_keeps_earlier_sweeps_and_runs_going(tmp_path):
+    """docs/development.md's recipe, done to a copy of the project between two runs of the same
+    commands: the sweep started before the upgrade finishes after it, a single run continues
+    to more epochs, and the report reads both; without the table entry both are refused."""
+    copy = _copy_project(tmp_path)
+    sweep, single = tmp_path / "sweep", tmp_path / "single"
+    sweep_args = ["-m", *FAST, "trainer.max_epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    _cli(copy, sweep_args)
+    _cli(copy, [*FAST, "trainer.max_epochs=1", f"hydra.run.dir={single}"])
+    stopped = next(sweep.glob("1_*"))
+    (stopped / "metrics.json").unlink()  # this job stopped after its checkpoint
+
+    # the upgrade: a key with its default in the YAML ...
+    sgd = copy / "conf/optimizer/sgd.yaml"
+    sgd.write_text(sgd.read_text() + "maximize: false\n")
+    refused = _cli(copy, sweep_args, check=False)
+    assert refused.returncode != 0 and "optimizer.maximize: (absent)" in refused.stdout
+    # ... and its entry in the one table
+    keys = copy / "cifar_cnn/core/keys.py"
+    anchor = '    Key("optimizer.nesterov"'
+    keys.write_text(keys.read_text().replace(anchor, NEW_KEY + anchor))
+
+    _cli(copy, sweep_args)  # job 0 is skipped as finished, job 1 tests its checkpoint
+    records = [read_record(d / "metrics.json", RunRecord) for d in sorted(sweep.glob("[01]_*"))]
+    assert [r.seed for r in records] == [0, 1]
+    assert records[1].config["optimizer"]["maximize"] is False
+    assert "maximize" not in records[0].config["optimizer"]  # written before, left as it was
+    more = _cli(copy, [*FAST, "trainer.max_epochs=2", f"hydra.run.dir={single}"])
+    assert "resuming from" in more.stdout
+    assert read_record(single / "metrics.json", RunRecord).epochs == 2
+
+    report = subprocess.run(
+        [sys.executable, "-m", "cifar_cnn.report", str(sweep)],
+        cwd=copy,
+        env={**os.environ, "PYTHONPATH": str(copy)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+    with open(sweep / "report" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["runs_finished"], r["seeds"]) for r in rows] == [("2", "0 1")]  # one row
