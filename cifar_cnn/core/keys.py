@@ -79,6 +79,22 @@ KEYS: tuple[Key, ...] = (
     Key("hydra.", **_SETTING, why="where and how Hydra runs jobs"),
     Key("hydra/", **_SETTING, why="the launcher and sweeper (hydra/launcher=joblib, slurm)"),
 )  # fmt: skip
+# --- issue 22 (schedules, AdamW, SGD's nesterov, label smoothing): begin ---------------------
+KEYS += (
+    Key("optimizer", **_RESULT, why="the optimiser chosen (conf/optimizer/: sgd, adamw)"),
+    Key("scheduler", **_RESULT, why="the learning-rate schedule chosen (conf/scheduler/)"),
+    Key("scheduler.", **_RESULT, why="the learning-rate schedule"),
+    Key("loss.", **_RESULT, why="the training loss (label smoothing)"),
+    Key("trainer.log_every_n_steps", **_SETTING, why="how often train/lr is logged"),
+)  # fmt: skip
+# Keys added to the configs after runs were written: a stored config without one is read as
+# holding its default (resuming and continuing older run directories).
+ADDED_DEFAULTS: dict[str, object] = {
+    "optimizer.nesterov": False,
+    "scheduler.name": "none",
+    "loss.label_smoothing": 0.0,
+}
+# --- issue 22: end ---------------------------------------------------------------------------
 _UNKNOWN = Key("", **_RESULT, why="not in the table: taken to change the result")
 # Characters that must not reach a directory name (a `/` would nest directories).
 _UNSAFE = str.maketrans({"/": "_", "\\": "_", "\0": "_"})

@@ -221,6 +221,35 @@ SWEEPER = {
 }
 
 
+# --- issue 22 (schedules, AdamW, SGD's nesterov, label smoothing): begin ---------------------
+# AdamW's keys (its betas are checked by config_checks: two numbers in [0, 1)).
+OPTIMIZER["betas"] = Key(ANY, "[0.9,0.999]", optional=True)
+OPTIMIZER["eps"] = Key("float", "1e-8", low=0, low_open=True, optional=True)
+TRAINER["log_every_n_steps"] = _int("50", optional=True)  # also the interval of train/lr
+LOSS = {"label_smoothing": Key("float", "0.1", low=0, high=1)}
+GROUPS["train"]["loss"] = LOSS
+# conf/scheduler/<name>.yaml: the keys of each schedule, chosen by its `name`.
+_SCHEDULER_NAME = Key("str", "cosine", choices=("none", "cosine", "onecycle", "step"))
+_WARMUP = Key("float", "1", low=0)
+SCHEDULERS = {
+    "none": {"name": _SCHEDULER_NAME},
+    "cosine": {"name": _SCHEDULER_NAME, "warmup_epochs": _WARMUP,
+               "min_lr": Key("float", "0.00001", low=0)},
+    "onecycle": {
+        "name": _SCHEDULER_NAME,
+        "max_lr": Key("float", "0.05", low=0, low_open=True),
+        "pct_start": Key("float", "0.3", low=0, high=1, low_open=True),
+        "div_factor": Key("float", "25", low=1),
+        "final_div_factor": Key("float", "10000", low=0, low_open=True),
+        "cycle_momentum": _flag("false"),
+    },
+    "step": {"name": _SCHEDULER_NAME, "step_epochs": _int("30"),
+             "gamma": Key("float", "0.1", low=0, high=1, low_open=True, high_closed=True),
+             "warmup_epochs": _WARMUP},
+}  # fmt: skip
+# --- issue 22: end ---------------------------------------------------------------------------
+
+
 def _signature_keys(target: object) -> list[str]:
     """The keyword arguments of the class or function `target` names ([] if not importable)."""
     module_name, _, name = str(target).rpartition(".")
