@@ -2,12 +2,14 @@
 loss.label_smoothing): the curves, their checks, exact resumption, and the per-step log."""
 
 import csv
+import json
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,12 +19,12 @@ from omegaconf import OmegaConf
 
 from cifar_cnn.core.errors import ConfigError, RunRefused
 from cifar_cnn.core.keys import run_name
-from cifar_cnn.core.record import RunRecord, read_record
+from cifar_cnn.core.record import AtBestVal, RecordError, RunRecord, read_record, write_record
 from cifar_cnn.training.checkpoint import config_mismatches
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.run import train
 from cifar_cnn.training.schedules import build_scheduler
-from helpers import FAST, REPO, config, run_cli
+from helpers import FAST, REPO, config, fake_record, run_cli
 
 BASE_LR = 0.1
 
@@ -295,3 +297,34 @@ def test_a_killed_scheduled_run_resumes_and_matches_an_uninterrupted_one(tmp_pat
     assert resumed.history.val_recall == expected.history.val_recall
     assert resumed.test == expected.test
     assert resumed.at_best_val == expected.at_best_val is not None
+
+
+def test_the_best_epoch_may_be_the_one_validated_after_training(tmp_path):
+    overrides = [*ONECYCLE, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2"]
+    record = train(config(overrides), tmp_path)
+    assert record.history.val_recall_epochs == [2, 3]
+    best = record.at_best_val
+    assert (best.epoch, best.val_recall) == max(
+        zip([2, 3], record.history.val_recall, strict=True), key=lambda e: (e[1], -e[0])
+    )
+    saved = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
+    assert len(saved["cifar_cnn"]["history"]["train_loss"]) == best.epoch
+
+
+def test_records_without_at_best_val_read_as_none_and_a_bad_one_is_named(tmp_path):
+    record = fake_record(val_recall=0.5, epochs=2)
+    path = tmp_path / "metrics.json"
+    write_record(path, record)
+    data = json.loads(path.read_text())
+    assert data["at_best_val"] is None
+    del data["at_best_val"]  # as written before the field existed
+    path.write_text(json.dumps(data))
+    assert read_record(path, RunRecord) == record
+    with_best = replace(record, at_best_val=AtBestVal(epoch=1, val_recall=0.5, test=record.test))
+    write_record(path, with_best)
+    assert read_record(path, RunRecord) == with_best
+    data = json.loads(path.read_text())
+    data["at_best_val"]["epoch"] = 0
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=r"field at_best_val.epoch: 0 is outside \[1, inf\]"):
+        read_record(path, RunRecord)
