@@ -80,14 +80,14 @@ def test_every_published_experiment_passes(experiment):
         ("checkpoint_every_n_epochs", 0, r"checkpoint_every_n_epochs=0 must be a positive"),
         ("progress_bar_refresh", -1, r"progress_bar_refresh=-1 must be a whole number >= 0"),
         # numbers, choices and lists
-        ("trainer.gradient_clip_val", -1.0, r"gradient_clip_val=-1.0 must be a finite number >= 0"),
+        ("trainer.gradient_clip_val", -1.0, r"gradient_clip_val=-1.0 must be a number >= 0"),
         ("trainer.precision", "33", r"trainer.precision='33' is unknown; use one of 32-true"),
         ("trainer.accelerator", "tpu-ish", r"trainer.accelerator='tpu-ish' is unknown"),
         ("compute.compile_mode", "fast", r"compute.compile_mode='fast' is unknown"),
-        ("optimizer.momentum", 1.5, r"optimizer.momentum=1.5 must be a finite number >= 0 and < 1"),
-        ("optimizer.lr", "fast", r"optimizer.lr='fast' must be a finite number > 0"),
+        ("optimizer.momentum", 1.5, r"optimizer.momentum=1.5 must be a number >= 0 and < 1"),
+        ("optimizer.lr", "fast", r"optimizer.lr='fast' must be a number > 0"),
         ("optimizer.nesterov", "yes", r"optimizer.nesterov='yes' must be true or false"),
-        ("model.leaky_slope", -0.1, r"model.leaky_slope=-0.1 must be a finite number >= 0"),
+        ("model.leaky_slope", -0.1, r"model.leaky_slope=-0.1 must be a number >= 0"),
         ("model.hidden", [512, -1], r"model.hidden=\[512, -1\] contains -1"),
         ("model.filters", [24, 48, 96.5], r"model.filters=\[24, 48, 96.5\] contains 96.5"),
         ("model.kernel_sizes", [], r"model.kernel_sizes=\[\] must list one kernel size"),
@@ -120,9 +120,13 @@ def test_an_unknown_key_is_refused_naming_it_and_the_accepted_ones(train_cfg, ke
 
 def test_the_keys_of_another_optimizer_are_its_own(train_cfg):
     adam = changed(train_cfg, "optimizer._target_", "torch.optim.Adam")
-    with pytest.raises(ConfigError, match=r"optimizer.momentum: no such key .* amsgrad, betas"):
+    with pytest.raises(
+        ConfigError, match=r"optimizer.momentum, optimizer.nesterov: no such key .* amsgrad, betas"
+    ):
         validate_config(adam, check_memory=False)
-    adam = config([*FAST, "optimizer._target_=torch.optim.Adam", "~optimizer.momentum"])
+    adam = config(
+        [*FAST, "optimizer._target_=torch.optim.Adam", "~optimizer.momentum", "~optimizer.nesterov"]
+    )
     validate_config(changed(adam, "optimizer.betas", [0.9, 0.99]), check_memory=False)
 
 
@@ -173,7 +177,7 @@ def test_predict_checks_its_keys(predict_cfg, key, value, message):
         ({"timeout_min": -5}, None, r"hydra.launcher.timeout_min=-5 must be a positive"),
         (None, {"n_trials": 0}, r"hydra.sweeper.n_trials=0 must be a positive whole number"),
         (None, {"n_jobs": 0}, r"hydra.sweeper.n_jobs=0 must be a positive whole number"),
-        (None, {"max_failure_rate": 1.5}, r"max_failure_rate=1.5 must be a finite number >= 0"),
+        (None, {"max_failure_rate": 1.5}, r"max_failure_rate=1.5 must be a number >= 0"),
     ],
 )
 def test_the_launchers_and_sweepers_counts_are_checked(launcher, sweeper, message):

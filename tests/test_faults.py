@@ -29,9 +29,9 @@ from helpers import FAST, REPO, config, make_folder, make_pickles, run_cli
         ("model.filters=[24,0,96]", r"model.filters=\[24, 0, 96\] contains 0"),
         ("model.kernel_sizes=[5,3.5,3]", r"model.kernel_sizes=\[5, 3.5, 3\] contains 3.5"),
         ("model.kernel_sizes=[9,9,9]", r"conv3 has kernel 9 but its input is only 2x2"),
-        ("model.dropout=1.0", r"model.dropout=1.0 must be a finite number >= 0 and < 1"),
-        ("model.dropout=-0.1", r"model.dropout=-0.1 must be a finite number >= 0"),
-        ("optimizer.lr=0", r"optimizer.lr=0 must be a finite number > 0"),
+        ("model.dropout=1.0", r"model.dropout=1.0 must be a number >= 0 and < 1"),
+        ("model.dropout=-0.1", r"model.dropout=-0.1 must be a number >= 0"),
+        ("optimizer.lr=0", r"optimizer.lr=0 must be a number > 0"),
         ("data.batch_size=0", r"data.batch_size=0 must be a positive whole number"),
         ("data.batch_size=6.4", r"data.batch_size=6.4 must be a positive whole number"),
         ("model.activation=tanh", r"model.activation='tanh' is unknown; use one of relu, leaky"),
@@ -48,7 +48,7 @@ def test_impossible_config_values_are_refused_with_the_key_and_value(override, m
 def test_the_cli_explains_a_bad_value_without_a_traceback(tmp_path):
     result = run_cli([*FAST, "model.dropout=1.5", f"hydra.run.dir={tmp_path}"], check=False)
     assert result.returncode == 1
-    assert "model.dropout=1.5 must be a finite number >= 0 and < 1" in result.stdout
+    assert "model.dropout=1.5 must be a number >= 0 and < 1" in result.stdout
     assert "Traceback" not in result.stdout
     assert "model.dropout=1.5" in json.loads((tmp_path / "failed.json").read_text())["error"]
 

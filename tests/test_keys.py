@@ -32,7 +32,7 @@ def test_entries_are_unique_and_consistent():
 def test_prefixes_cover_nested_keys_and_the_longest_entry_wins():
     assert lookup("model.filters").key == "model.filters"
     assert lookup("+model.note").key == ""  # not in the table: changes the result
-    assert lookup("optimizer.betas").key == "optimizer."
+    assert lookup("optimizer.amsgrad").key == "optimizer."
     assert lookup("logger.mlflow.tracking_uri").key == "logger."
     assert lookup("compute.allow_tf32").key == "compute.allow_tf32"  # not compute.*
     assert lookup("+optimizer.maximize").key == "optimizer."

@@ -254,6 +254,7 @@ def test_tensorboard_hparams_list_every_run_of_a_sweep_with_its_test_recall(trai
     assert session["model/kernel_sizes"] == "[5, 3, 3]" and session["model/filters"] == "small"
     assert session["optimizer/name"] == "SGD" and session["optimizer/lr"] == 0.01
     assert session["data/batch_size"] == 64 and session["data/shuffle"] == "false"
+    assert session["scheduler/name"] == "none" and session["loss/label_smoothing"] == 0.0
     assert session["seed"] == 0 and session["trainer/max_epochs"] == 2
     assert session["experiment"] == "none"
 

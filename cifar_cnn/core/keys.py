@@ -75,6 +75,7 @@ class Key:
     optional: bool = False
     absent: object = NOT_GIVEN
     apps: tuple[str, ...] = APPS
+    applies_to: tuple[str, ...] = ()  # scheduler.*: the schedules (scheduler.name) that have it
 
     @property
     def is_prefix(self) -> bool:
@@ -91,7 +92,7 @@ class Key:
         elif self.kind == "int" and self.low == 1 and self.high is None:
             text = "a positive whole number"
         elif self.kind in ("int", "float"):
-            text = "a whole number" if self.kind == "int" else "a finite number"
+            text = "a whole number" if self.kind == "int" else "a number"
             if self.low is not None:
                 text += f" {'>' if self.low_open else '>='} {self.low:g}"
             if self.high is not None:
@@ -201,6 +202,39 @@ KEYS: tuple[Key, ...] = (
     Key("optimizer.dampening", "float", "0.0", "the optimiser", low=0, high=1, optional=True),
     Key("optimizer.weight_decay", "float", "0.0005", "the optimiser", low=0, optional=True),
     Key("optimizer.nesterov", "bool", "true", "the optimiser", optional=True, absent=False),
+    Key("optimizer.betas", ANY, "[0.9,0.999]", "the optimiser (AdamW; config_checks)",
+        optional=True),
+    Key("optimizer.eps", "float", "1e-8", "the optimiser (AdamW)", low=0, low_open=True,
+        optional=True),
+    Key("optimizer", None, "adamw", "the optimiser chosen (conf/optimizer/: sgd, adamw)"),
+    # --- scheduler: the learning rate per step (training/schedules.py) -------------------------
+    Key("scheduler", None, "onecycle", "the schedule chosen (conf/scheduler/)"),
+    Key("scheduler.", None, "", "the learning-rate schedule"),
+    Key("scheduler.name", "str", "cosine", "the learning-rate schedule",
+        choices=("none", "cosine", "onecycle", "step"), absent="none",
+        applies_to=("none", "cosine", "onecycle", "step")),
+    Key("scheduler.warmup_epochs", "float", "1", "the learning-rate schedule", low=0,
+        applies_to=("cosine", "step")),
+    Key("scheduler.min_lr", "float", "0.00001", "the learning-rate schedule", low=0,
+        applies_to=("cosine",)),
+    Key("scheduler.max_lr", "float", "0.05", "the learning-rate schedule", low=0,
+        low_open=True, applies_to=("onecycle",)),
+    Key("scheduler.pct_start", "float", "0.3", "the learning-rate schedule", low=0, high=1,
+        low_open=True, applies_to=("onecycle",)),
+    Key("scheduler.div_factor", "float", "25", "the learning-rate schedule", low=1,
+        applies_to=("onecycle",)),
+    Key("scheduler.final_div_factor", "float", "10000", "the learning-rate schedule", low=0,
+        low_open=True, applies_to=("onecycle",)),
+    Key("scheduler.cycle_momentum", "bool", "false", "the learning-rate schedule",
+        applies_to=("onecycle",)),
+    Key("scheduler.step_epochs", "int", "30", "the learning-rate schedule", low=1,
+        applies_to=("step",)),
+    Key("scheduler.gamma", "float", "0.1", "the learning-rate schedule", low=0, high=1,
+        low_open=True, high_closed=True, applies_to=("step",)),
+    # --- loss: the training loss (training/module.py) ------------------------------------------
+    Key("loss.", None, "", "the training loss"),
+    Key("loss.label_smoothing", "float", "0.1", "the training loss", low=0, high=1,
+        absent=0.0),
     # --- trainer: any keyword of lightning.Trainer; these are typed ----------------------------
     Key("trainer._target_", "str", TARGET, "the Trainer built"),
     Key("trainer.max_epochs", "int", "300", "a finished run may be continued for more epochs",
@@ -216,6 +250,8 @@ KEYS: tuple[Key, ...] = (
     Key("trainer.gradient_clip_val", "float", "1.0", "the SGD step", low=0, nullable=True),
     Key("trainer.accumulate_grad_batches", "int", "4", "the SGD step", low=1),
     Key("trainer.enable_model_summary", "bool", "false", "display", **SETTING),
+    Key("trainer.log_every_n_steps", "int", "50", "how often train/lr is logged", **SETTING,
+        low=1, optional=True),
     Key("trainer.benchmark", "bool", "true", "speed (exactness: docs/gpu.md)", **SETTING,
         nullable=True),
     Key("trainer.deterministic", ANY, "true", "speed (exactness: docs/gpu.md)", **SETTING,

@@ -64,6 +64,26 @@ class TestResults:
 
 
 @dataclass(frozen=True)
+class AtBestVal:
+    """With `data.val_size`: the epoch of the best validation recall (the first of equals),
+    that recall, and the test results of that epoch's checkpoint (checkpoints/best.ckpt).
+    Selected on validation only, never on test."""
+
+    epoch: int = field(metadata={"range": (1, math.inf)})
+    val_recall: float = field(metadata=UNIT)
+    test: TestResults
+
+
+def best_validation(history: History) -> tuple[int, float] | None:
+    """The epoch of the best validation recall so far (the first of equals) and that recall;
+    None without validation."""
+    if not history.val_recall:
+        return None
+    recall = max(history.val_recall)
+    return history.val_recall_epochs[history.val_recall.index(recall)], recall
+
+
+@dataclass(frozen=True)
 class DataSummary:
     """Where the images came from and how many each split had."""
 
@@ -102,6 +122,9 @@ class RunRecord:
     wall_seconds_this_process: float = field(metadata=NON_NEGATIVE)
     config: dict[str, Any]  # the resolved run configuration
     format: int = FORMAT
+    # With data.val_size: the test results at the epoch of best validation recall (optional,
+    # so records written before it read as None and FORMAT stays).
+    at_best_val: AtBestVal | None = None
 
     @property
     def epochs(self) -> int:

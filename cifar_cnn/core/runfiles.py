@@ -10,6 +10,7 @@ from pathlib import Path
 METRICS_FILE = "metrics.json"  # written when a run finishes
 FAILED_FILE = "failed.json"  # written instead when a run stops on an error
 LAST_CHECKPOINT = "checkpoints/last.ckpt"  # rewritten every `checkpoint_every_n_epochs`
+BEST_CHECKPOINT = "checkpoints/best.ckpt"  # with data.val_size: the best validation epoch
 TENSORBOARD_DIR = "tensorboard"
 LOG_FILE = "train.log"
 HYDRA_DIR = ".hydra"  # the composed config and overrides of every run (cifar_cnn.app saves them)

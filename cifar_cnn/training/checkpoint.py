@@ -14,12 +14,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cifar_cnn.core.errors import ConfigError
 from cifar_cnn.core.keys import flatten, resume_mismatches
-from cifar_cnn.core.record import History, from_dict
+from cifar_cnn.core.record import History, best_validation, from_dict
 from cifar_cnn.core.runfiles import LAST_CHECKPOINT
 from cifar_cnn.training.module import CIFARClassifier
 
@@ -75,6 +75,27 @@ class RunState(Callback):
             torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
+class BestCheckpoint(Checkpoint):
+    """With a validation split: saves `path` (checkpoints/best.ckpt) after every epoch whose
+    validation recall is the best so far (the first of equals), through the Trainer's atomic
+    checkpoint IO. The best so far is read from the module's history, which checkpoints carry,
+    so it survives a kill and a resume. Listed before the last-checkpoint callback, it writes
+    first: a resumed run never lacks the best checkpoint its history names."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: CIFARClassifier) -> None:
+        self.save_if_best(trainer, pl_module)
+
+    def save_if_best(self, trainer: L.Trainer, pl_module: CIFARClassifier) -> None:
+        """Save when the history's last validation is the best so far and of the last epoch."""
+        history = pl_module.history
+        best = best_validation(history)
+        if best is not None and best[0] == history.epochs == history.val_recall_epochs[-1]:
+            trainer.save_checkpoint(self.path)
+
+
 def history_of(checkpoint: dict) -> History:
     """The run's history as of the checkpoint."""
     return from_dict(History, (checkpoint.get(STATE_KEY) or {}).get("history") or {})
@@ -122,8 +143,23 @@ def saved_run_config(checkpoint: dict) -> dict:
 
 
 def config_mismatches(saved_config: dict, run_config: dict) -> list[str]:
-    """The keys that must match on resume (core/keys.py) and differ between two configs."""
-    return resume_mismatches(flatten(saved_config), flatten(run_config))
+    """The keys that must match on resume (core/keys.py) and differ between two configs.
+
+    A key added to the configs after `saved_config` was written counts as the value the table
+    gives for older runs (`Key.absent`). With a learning-rate schedule, `trainer.max_epochs`
+    must match too: the schedule spans the run, so a longer (or shorter) run is another run.
+    """
+    saved, now = flatten(saved_config), flatten(run_config)
+    mismatches = resume_mismatches(saved, now)
+    schedule = saved.get("scheduler.name", "none")
+    epochs = saved.get("trainer.max_epochs"), now.get("trainer.max_epochs")
+    if schedule != "none" and schedule == now.get("scheduler.name") and epochs[0] != epochs[1]:
+        mismatches.append(
+            f"trainer.max_epochs: {epochs[0]} (checkpoint) vs {epochs[1]} (now), which a run "
+            f"with scheduler={schedule} cannot change (its learning-rate schedule spans "
+            "trainer.max_epochs, so continuing it would not equal a run trained that long)"
+        )
+    return mismatches
 
 
 def checkpoint_to_resume(

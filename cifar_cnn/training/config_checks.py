@@ -23,6 +23,7 @@ from cifar_cnn.training.schema import (
     LAUNCHER,
     MISSING,
     MODEL,
+    SCHEDULERS,
     SWEEPER,
     TOP,
     check_group,
@@ -78,6 +79,8 @@ def validate_config(cfg: DictConfig, app: str = "train", check_memory: bool = Tr
     _check_devices(groups["trainer"].get("devices", 1))
     if app == "train":
         _check_model(groups["model"])
+        _check_optimizer(groups["optimizer"])
+        _check_scheduler(_plain(cfg, "scheduler"), groups["optimizer"], groups["trainer"])
         if check_memory:
             _check_memory(groups)
 
@@ -97,6 +100,50 @@ def _check_model(model: dict) -> None:
             f"length: one kernel size per convolution (presets: {dict(FILTER_PRESETS)})"
         )
     feature_map_sizes(kernels)
+
+
+def _check_optimizer(optimizer: dict) -> None:
+    """What torch would refuse only once training starts: Nesterov momentum without momentum
+    (or with dampening), and betas that are not two numbers in [0, 1)."""
+    if optimizer.get("nesterov") is True and (
+        optimizer.get("momentum", 0) <= 0 or optimizer.get("dampening", 0) != 0
+    ):
+        raise ConfigError(
+            f"optimizer.nesterov=true needs optimizer.momentum > 0 and optimizer.dampening=0 "
+            f"(got momentum={optimizer.get('momentum', 0)}, dampening="
+            f"{optimizer.get('dampening', 0)}); e.g. optimizer.momentum=0.9, or "
+            "optimizer.nesterov=false"
+        )
+    betas = optimizer.get("betas")
+    if betas is not None and not (
+        isinstance(betas, list) and len(betas) == 2
+        and all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
+                for b in betas)
+    ):  # fmt: skip
+        raise ConfigError(
+            f"optimizer.betas={betas!r} must be two numbers >= 0 and < 1, "
+            "e.g. optimizer.betas=[0.9,0.999]"
+        )
+
+
+def _check_scheduler(scheduler: dict, optimizer: dict, trainer: dict) -> None:
+    """The keys of the chosen schedule (schema.SCHEDULERS), and how they fit the run."""
+    name = scheduler.get("name")
+    if name not in SCHEDULERS:
+        check_value("scheduler.name", SCHEDULERS["none"]["name"], name)
+    check_group("scheduler", scheduler, SCHEDULERS[name])
+    epochs = trainer["max_epochs"]
+    warmup = scheduler.get("warmup_epochs", 0)
+    if warmup >= epochs and warmup > 0:
+        raise ConfigError(
+            f"scheduler.warmup_epochs={warmup} must be less than trainer.max_epochs={epochs} "
+            f"(the warm-up is part of the run), e.g. scheduler.warmup_epochs={epochs / 10:g}"
+        )
+    if name == "cosine" and scheduler["min_lr"] > optimizer["lr"]:
+        raise ConfigError(
+            f"scheduler.min_lr={scheduler['min_lr']} must not exceed optimizer.lr="
+            f"{optimizer['lr']} (the cosine falls from optimizer.lr to scheduler.min_lr)"
+        )
 
 
 def _check_devices(devices: object) -> None:

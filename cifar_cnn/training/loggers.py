@@ -60,9 +60,9 @@ def _columns(config: dict, keys: tuple[str, ...] | None = None) -> dict:
 def comparison_hparams(run_config: dict, experiment: str | None = None) -> dict:
     """The hyperparameters that define a run, as the HParams dashboard's columns.
 
-    The model and optimiser configs, the data source, batch size and shuffling, the seed, the
-    epoch count and the `experiment=` choice (TensorBoard flattens the nesting to model/filters,
-    optimizer/lr, ...; lists become text).
+    The model, optimiser, schedule and loss configs, the data source, batch size and shuffling,
+    the seed, the epoch count and the `experiment=` choice (TensorBoard flattens the nesting
+    to model/filters, optimizer/lr, ...; lists become text).
     """
     model, optimizer = run_config.get("model") or {}, run_config.get("optimizer") or {}
     data, trainer = run_config.get("data") or {}, run_config.get("trainer") or {}
@@ -74,6 +74,8 @@ def comparison_hparams(run_config: dict, experiment: str | None = None) -> dict:
             **_columns(optimizer),
         },
         "data": _columns(data, ("source", "batch_size", "shuffle")),
+        "scheduler": _columns(run_config.get("scheduler") or {"name": "none"}),
+        "loss": _columns(run_config.get("loss") or {"label_smoothing": 0.0}),
         "seed": run_config.get("seed"),
         "trainer": {"max_epochs": trainer.get("max_epochs")},
     }

@@ -17,6 +17,7 @@ from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.errors import TrainingDiverged
 from cifar_cnn.core.record import History, TestResults
 from cifar_cnn.training.metrics import ConfusionMatrix, accuracy, macro_recall, recall_per_class
+from cifar_cnn.training.schedules import build_scheduler
 
 # Warnings Lightning gives every run of this module that say nothing to its users:
 # its own use of a deprecated torch pytree API (Lightning 2.6 on recent torch),
@@ -34,7 +35,11 @@ class CIFARClassifier(L.LightningModule):
     with `data.val_size > 0` in `run_config` the held-out validation split, logged as
     `val/recall` and recorded in `history.val_recall` (`eval_split` says which).
 
-    `optimizer` builds the optimiser from the parameters (a Hydra `_partial_`); `run_config`,
+    `optimizer` builds the optimiser from the parameters (a Hydra `_partial_`); `scheduler`, a
+    conf/scheduler config (None: constant rate), its learning-rate schedule, stepped every
+    optimiser step and sized from the Trainer's steps; `label_smoothing` goes to the training
+    loss only (evaluation is plain recall). The learning rate is logged as `train/lr` every
+    `trainer.log_every_n_steps` steps, from the host's copy (no device sync). `run_config`,
     the resolved run configuration, is saved as hyperparameters (TensorBoard, checkpoints).
     Without `net` and `optimizer` both are built from `run_config["model"]` and
     `run_config["optimizer"]`, so `CIFARClassifier.load_from_checkpoint(path)` needs nothing
@@ -54,6 +59,8 @@ class CIFARClassifier(L.LightningModule):
         run_config: dict | None = None,
         channels_last: bool = True,
         compile: bool | str = False,
+        scheduler: dict | None = None,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -66,6 +73,8 @@ class CIFARClassifier(L.LightningModule):
             net = instantiate(run_config["model"]) if net is None else net
             optimizer = instantiate(run_config["optimizer"]) if optimizer is None else optimizer
         self.net, self.optimizer_factory = net, optimizer
+        self.scheduler_config, self.label_smoothing = scheduler, label_smoothing
+        self._lr_logged_step = -1
         self.channels_last, self.compile_net, self.compiled = channels_last, compile, False
         self.eval_confmat = ConfusionMatrix(len(CLASSES))
         # Not a buffer: `-true` precisions convert buffers, and bf16 saturates a sum of ~800
@@ -95,8 +104,19 @@ class CIFARClassifier(L.LightningModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.optimizer_factory(self.parameters())
+        scheduler = build_scheduler(
+            optimizer,
+            self.scheduler_config,
+            self.trainer.estimated_stepping_batches,
+            self.trainer.max_epochs,
+        )
+        if scheduler is None:
+            return optimizer
+        # Lightning saves and restores the scheduler's state with the checkpoint.
+        step = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": step}
 
     # --- training -------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -109,9 +129,19 @@ class CIFARClassifier(L.LightningModule):
         self._sync()
         self._epoch_started = time.perf_counter()
 
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Log the learning rate this optimiser step uses (a host float: no device sync)."""
+        step = self.trainer.global_step
+        if step == self._lr_logged_step or step % self.trainer.log_every_n_steps:
+            return
+        self._lr_logged_step = step
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        for logger in self.loggers:
+            logger.log_metrics({"train/lr": lr}, step=step)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
-        loss = F.cross_entropy(self(images), labels)
+        loss = F.cross_entropy(self(images), labels, label_smoothing=self.label_smoothing)
         self.loss_sum.add_(loss.detach().float())
         self.batches_this_epoch += 1
         return loss

@@ -23,18 +23,27 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_cnn.core.errors import Interrupted, RunRefused
+from cifar_cnn.core.errors import ConfigError, Interrupted, RunRefused
 from cifar_cnn.core.record import (
+    AtBestVal,
     DataSummary,
     Failure,
     RecordError,
     RunRecord,
+    TestResults,
+    best_validation,
     read_record,
     write_record,
 )
-from cifar_cnn.core.runfiles import FAILED_FILE, LOCK_FILE, METRICS_FILE
+from cifar_cnn.core.runfiles import BEST_CHECKPOINT, FAILED_FILE, LOCK_FILE, METRICS_FILE
 from cifar_cnn.training import runtime
-from cifar_cnn.training.checkpoint import checkpoint_to_resume, config_mismatches
+from cifar_cnn.training.checkpoint import (
+    BestCheckpoint,
+    checkpoint_to_resume,
+    config_mismatches,
+    history_of,
+    read_checkpoint,
+)
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.loggers import HParamsSummary, build_loggers
 from cifar_cnn.training.model import count_parameters, layer_summary
@@ -175,7 +184,10 @@ def _fit_and_test(
         run_config,
         channels_last=cfg.compute.channels_last,
         compile=runtime.compile_setting(cfg.compute),
+        scheduler=run_config["scheduler"],
+        label_smoothing=cfg.loss.label_smoothing,
     )
+    validating = module.eval_split == "val"
     trainer = build_trainer(
         cfg.trainer,
         run_dir,
@@ -183,13 +195,20 @@ def _fit_and_test(
         callbacks=[*callbacks, HParamsSummary(experiment)],
         checkpoint_every_n_epochs=cfg.checkpoint_every_n_epochs,
         progress_bar_refresh=cfg.progress_bar_refresh,
+        keep_best=validating,
     )
     with signals_stop(module):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         history = module.history  # restored from the checkpoint when resuming
-        if module.eval_split == "val" and history.val_recall_epochs[-1:] != [history.epochs]:
+        if validating and history.val_recall_epochs[-1:] != [history.epochs]:
             trainer.validate(module, datamodule=datamodule, verbose=False)  # val_recall at the end
+            for callback in trainer.callbacks:
+                if isinstance(callback, BestCheckpoint):
+                    callback.save_if_best(trainer, module)  # when the last epoch is the best
         trainer.test(module, datamodule=datamodule, verbose=False)
+        at_best_val = None
+        if validating:
+            at_best_val = _test_best(cfg, run_dir, module, datamodule, module.test_results)
 
     sizes = {f"{split}_size": len(datamodule.arrays[f"{split}_y"]) for split in ("train", "test")}
     if "val_y" in datamodule.arrays:  # with data.val_size
@@ -210,18 +229,56 @@ def _fit_and_test(
         ),
         wall_seconds_this_process=time.perf_counter() - started,
         config=run_config,
+        at_best_val=at_best_val,
     )
     write_record(run_dir / METRICS_FILE, record)
     (run_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt of this run
     held_out = record.val_recall
+    best = record.at_best_val
     log.info(
-        "%stest recall %.4f after %d epochs; wrote %s",
+        "%stest recall %.4f after %d epochs%s; wrote %s",
         "" if held_out is None else f"validation recall {held_out:.4f}, ",
         record.test.recall,
         record.epochs,
+        ""
+        if best is None
+        else f" ({best.test.recall:.4f} at epoch {best.epoch}, the best "
+        f"validation recall {best.val_recall:.4f})",
         run_dir / METRICS_FILE,
     )
     return record
+
+
+def _test_best(
+    cfg: DictConfig,
+    run_dir: Path,
+    module: CIFARClassifier,
+    datamodule: L.LightningDataModule,
+    last: TestResults,
+) -> AtBestVal:
+    """The test results at the epoch of best validation recall: `last`'s when that is the last
+    epoch, else those of checkpoints/best.ckpt, tested by a Trainer without loggers or
+    callbacks (the run's logs and HParams hold the last epoch's). The module keeps the best
+    epoch's weights afterwards."""
+    history = module.history
+    epoch, val_recall = best_validation(history)
+    if epoch == history.epochs:
+        return AtBestVal(epoch, val_recall, last)
+    path = run_dir / BEST_CHECKPOINT
+    try:
+        checkpoint = read_checkpoint(path)
+        saved_epoch = history_of(checkpoint).epochs
+    except ConfigError as e:
+        saved_epoch, reason = None, str(e)
+    if saved_epoch != epoch:  # never a test of another epoch under this one's name
+        raise ConfigError(
+            f"{path} should hold epoch {epoch}, the best validation recall of this run, but "
+            + (f"holds epoch {saved_epoch}" if saved_epoch else f"cannot be read ({reason})")
+            + "; rerun with resume=false to train the run again"
+        )
+    module.load_state_dict(checkpoint["state_dict"])
+    build_trainer(cfg.trainer, run_dir).test(module, datamodule=datamodule, verbose=False)
+    return AtBestVal(epoch, val_recall, module.test_results)
 
 
 def record_failure(

@@ -10,17 +10,18 @@ untouched); the schema only reads them.
 
 import importlib
 import inspect
+import math
 from collections.abc import Mapping
 
 from cifar_cnn.core.errors import ConfigError
-from cifar_cnn.core.keys import APPS, Key, flatten, is_int, typed_keys
+from cifar_cnn.core.keys import APPS, Key, flatten, is_int, lookup, typed_keys
 
 MISSING = "???"  # OmegaConf's mark for a value that must be given
 HYDRA_KEYS = ("_target_", "_partial_")  # how Hydra builds a group, not arguments
 
 # The groups each app composes (compute: every app), their typed keys, and the top level's.
 APP_GROUPS = {
-    "train": ("model", "data", "optimizer", "trainer"),
+    "train": ("model", "data", "optimizer", "trainer", "loss"),
     "evaluate": ("data", "trainer"),
     "predict": ("trainer",),
 }
@@ -28,6 +29,11 @@ GROUPS = {app: {g: typed_keys(f"{g}.") for g in groups} for app, groups in APP_G
 TOP = {app: typed_keys("", app) for app in APPS}
 MODEL, COMPUTE = typed_keys("model."), typed_keys("compute.")
 LAUNCHER, SWEEPER = typed_keys("hydra.launcher."), typed_keys("hydra.sweeper.")
+# conf/scheduler/<name>.yaml: each schedule's keys, those whose `applies_to` names it.
+SCHEDULERS = {
+    name: {k: key for k, key in typed_keys("scheduler.").items() if name in key.applies_to}
+    for name in lookup("scheduler.name").choices
+}
 
 
 def _signature_keys(target: object) -> list[str]:
@@ -52,6 +58,11 @@ def check_value(key: str, spec: Key, value: object) -> None:
         raise ConfigError(
             f"{key}={value} contains {bad!r}; every entry must be a positive whole number, "
             f"e.g. {key}={spec.example}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            f"{key}={shown} is not a finite number (NaN and infinity are refused); use "
+            f"{spec.expectation()}, e.g. {key}={spec.example}"
         )
     if spec.choices:
         raise ConfigError(

@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from cifar_cnn.training.checkpoint import AtomicCheckpointIO, RunState
+from cifar_cnn.core.runfiles import BEST_CHECKPOINT
+from cifar_cnn.training.checkpoint import AtomicCheckpointIO, BestCheckpoint, RunState
 
 
 def build_trainer(
@@ -21,15 +22,21 @@ def build_trainer(
     callbacks: Sequence[Callback] = (),
     checkpoint_every_n_epochs: int | None = None,
     progress_bar_refresh: int = 0,
+    keep_best: bool = False,
 ) -> L.Trainer:
     """The configured Trainer (`trainer`: conf/trainer), writing only inside `run_dir`.
 
     With `checkpoint_every_n_epochs` it saves `checkpoints/last.ckpt` (atomically, with the
     run's history and RNG state) every N epochs, for fitting and resuming; without it the
     Trainer writes no checkpoint, as for evaluate and predict. `progress_bar_refresh` > 0 shows
-    a progress bar refreshed every so many steps.
+    a progress bar refreshed every so many steps. With `keep_best` (and checkpointing) it also
+    keeps `checkpoints/best.ckpt`, the epoch of best validation recall (BestCheckpoint).
     """
     all_callbacks = list(callbacks)
+    if checkpoint_every_n_epochs is not None and keep_best:
+        # Before ModelCheckpoint (Lightning keeps checkpoint callbacks in order, last): the
+        # best checkpoint of an epoch is written before the last one.
+        all_callbacks.append(BestCheckpoint(run_dir / BEST_CHECKPOINT))
     if checkpoint_every_n_epochs is not None:
         # save_top_k=1 without a monitor keeps one file, rewritten every N epochs (save_last
         # alone only copies a checkpoint that top-k saved).
