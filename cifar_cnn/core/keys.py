@@ -44,6 +44,8 @@ KEYS: tuple[Key, ...] = (
     Key("data.drop_last", **_RESULT, why="whether the last short batch trains"),
     Key("data.synthetic_train_size", **_RESULT, why="the synthetic data"),
     Key("data.synthetic_test_size", **_RESULT, why="the synthetic data"),
+    # data.augment (issue 22)
+    Key("data.augment.", **_RESULT, why="training-image augmentation"),
     Key("trainer.precision", **_RESULT, why="the arithmetic"),
     Key("trainer.gradient_clip_val", **_RESULT, why="the SGD step"),
     Key("trainer.accumulate_grad_batches", **_RESULT, why="the SGD step"),

@@ -135,6 +135,8 @@ DATA = {
     "split_seed": _int("0", low=0, high=SEED_LIMIT),
     "train_subset": _int("20000", nullable=True, optional=True),
     "drop_last": _flag("false", optional=True),
+    # data.augment (issue 22): a mapping, its keys checked by check_augment below
+    "augment": Key(ANY, "{flip: true, crop_padding: 4}", nullable=True, optional=True),
 }
 # Keys of torch.optim.SGD (the study's optimiser) with a range; any other keyword of the
 # configured optimiser class is accepted as it is, and a key it lacks is refused.
@@ -221,6 +223,32 @@ SWEEPER = {
 }
 
 
+# --- data.augment (issue 22) -------------------------------------------------------------
+# The first nested mapping in a group: check_group checks the mapping's own keys with
+# check_augment. Both keys may be left out (no flip, no crop).
+AUGMENT = {
+    "flip": _flag("true", optional=True),
+    "crop_padding": _int("4", low=0, high=16, high_closed=True, optional=True),
+}
+
+
+def check_augment(values: object, name: str = "data.augment") -> None:
+    """Check the augmentation mapping `values` (flip, crop_padding; None: none), naming
+    `name.KEY`."""
+    if values is None:
+        return
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"{name}={values!r} must be a mapping of flip and crop_padding, "
+            f"e.g. {name}.flip=true {name}.crop_padding=4"
+        )
+    check_group(name, values, AUGMENT)
+
+
+NESTED: dict[str, Callable[[object, str], None]] = {"data.augment": check_augment}
+# --- end of data.augment -------------------------------------------------------------------
+
+
 def _signature_keys(target: object) -> list[str]:
     """The keyword arguments of the class or function `target` names ([] if not importable)."""
     module_name, _, name = str(target).rpartition(".")
@@ -265,6 +293,8 @@ def check_group(
                     f"e.g. {name}.{key}={spec.example}"
                 )
             check_value(f"{name}.{key}", spec, values[key])
+            if f"{name}.{key}" in NESTED:  # data.augment (issue 22)
+                NESTED[f"{name}.{key}"](values[key], f"{name}.{key}")
         elif not spec.optional:
             raise ConfigError(f"{name}.{key} is missing; e.g. {name}.{key}={spec.example}")
     accepted = _signature_keys(open_to) if open_to is not None else []
