@@ -193,6 +193,10 @@ KEYS: tuple[Key, ...] = (
         nullable=True, optional=True, absent=None),
     Key("data.drop_last", "bool", "false", "whether the last short batch trains",
         optional=True, absent=False),
+    Key("data.augment.flip", "bool", "true", "training images mirrored at random",
+        optional=True, absent=False),
+    Key("data.augment.crop_padding", "int", "4", "training images shifted at random", low=0,
+        high=16, high_closed=True, optional=True, absent=0),
     # --- optimizer: any keyword of its class; these are typed (torch.optim) --------------------
     Key("optimizer.", None, "", "the optimiser"),
     Key("optimizer._target_", "str", TARGET, "the optimiser"),

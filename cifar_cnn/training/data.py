@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.errors import ConfigError, DataError
+from cifar_cnn.training.augment import Augment, EpochDraws
 from cifar_cnn.training.images import decode_folder, folder_files
 from cifar_cnn.training.splits import stratified_split, stratified_subset
 
@@ -60,7 +61,8 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> Tenso
 
 class TensorBatches:
     """An iterable of normalised (images, labels) batches sliced from device-resident tensors;
-    with `drop_last`, without the final batch when it is short."""
+    with `drop_last`, without the final batch when it is short. `order` gives each pass's
+    order (None: as stored), `draws` each pass's augmentation (None: none; augment.py)."""
 
     def __init__(
         self,
@@ -69,23 +71,25 @@ class TensorBatches:
         batch_size: int,
         order: Callable[[], Tensor | None] = lambda: None,
         drop_last: bool = False,
+        draws: Callable[[], EpochDraws | None] = lambda: None,
     ):
         self.images, self.labels, self.batch_size, self.order = images, labels, batch_size, order
-        self.drop_last = drop_last
+        self.drop_last, self.draws = drop_last, draws
 
     def __len__(self) -> int:
         full, short = divmod(len(self.labels), self.batch_size)
         return full + (short > 0 and not self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = self.order()
+        order, draws = self.order(), self.draws()
         images, labels = self.images, self.labels
         if order is not None:
             order = order.to(images.device)
             images, labels = images[order], labels[order]
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = start + self.batch_size
-            yield normalise(images[start:stop]), labels[start:stop]
+            batch = normalise(images[start:stop])
+            yield batch if draws is None else draws.apply(batch, start), labels[start:stop]
 
 
 def synthetic_arrays(train_size: int, test_size: int, noise: float = 48.0) -> Arrays:
@@ -310,7 +314,8 @@ class CIFAR10DataModule(L.LightningDataModule):
     `split_seed` (the validation images stay the same with or without a subset). `drop_last`
     leaves out the last short training batch of every epoch (one batch shape, for CUDA
     graphs); a last batch of a single image is always left out (batch norm cannot train on
-    one image).
+    one image). `augment` (flip, crop_padding; default none) flips and crops training
+    images at random, drawn from `seed` and the epoch (augment.py); other batches never.
     """
 
     def __init__(
@@ -328,6 +333,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         split_seed: int = 0,
         drop_last: bool = False,
         train_subset: int | None = None,
+        augment: Mapping[str, object] | None = None,
     ):
         super().__init__()
         self.source, self.root, self.download = source, root, download
@@ -336,6 +342,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.synthetic_sizes = (synthetic_train_size, synthetic_test_size)
         self.val_size, self.split_seed = val_size, split_seed
         self.drop_last, self.train_subset = drop_last, train_subset
+        self.augment = Augment.from_config(augment)
         self.arrays: Arrays | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -395,7 +402,14 @@ class CIFAR10DataModule(L.LightningDataModule):
             self.batch_size,
             order=lambda: epoch_order(n, self.seed, self.current_epoch(), self.shuffle),
             drop_last=self.drop_last or n % self.batch_size == 1,
+            draws=lambda: self._draws(n),
         )
+
+    def _draws(self, n: int) -> EpochDraws | None:
+        if not self.augment.active:
+            return None
+        device = self.arrays["train_x"].device
+        return self.augment.draws(n, self.seed, self.current_epoch(), device)
 
     def val_dataloader(self) -> TensorBatches:
         split = "val" if self.val_size else "test"

@@ -91,6 +91,13 @@ def check_group(
     accepted = _signature_keys(open_to) if open_to is not None else []
     known = {*HYDRA_KEYS, *accepted} if accepted else set(schema)
     extra = sorted(set(values) - known)
+    for key in extra:  # a value where a mapping of keys belongs, e.g. data.augment=true
+        inner = sorted(k.removeprefix(f"{key}.") for k in schema if k.startswith(f"{key}."))
+        if inner:
+            raise ConfigError(
+                f"{name}.{key}={values[key]!r} must be a mapping of {' and '.join(inner)}, "
+                f"e.g. {name}.{key}.{inner[0]}={schema[f'{key}.{inner[0]}'].example}"
+            )
     if extra:
         shown = sorted(known - set(HYDRA_KEYS))
         raise ConfigError(
@@ -108,3 +115,16 @@ def check_top(app: str, values: Mapping[str, object]) -> None:
                 f"{key} is required: pass it on the command line, e.g. {key}={spec.example}"
             )
         check_value(key, spec, value)
+
+
+def check_augment(values: object, name: str = "data.augment") -> None:
+    """Check the augmentation mapping `values` (flip, crop_padding; None: none), naming
+    `name.KEY` (the data module checks it when built without the app's checks)."""
+    if values is None:
+        return
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"{name}={values!r} must be a mapping of flip and crop_padding, "
+            f"e.g. {name}.flip=true {name}.crop_padding=4"
+        )
+    check_group(name, values, typed_keys(f"{name}."))
