@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cifar_cnn.analysis.plots import FIGURES
-from cifar_cnn.analysis.runs import ReportError, Run, group_runs, overrides_from_dirname
+from cifar_cnn.analysis.rows import group_runs
+from cifar_cnn.analysis.runs import ReportError, Run, overrides_from_dirname
 from cifar_cnn.analysis.stats import holm
 from cifar_cnn.analysis.tables import verdict_section
 from cifar_cnn.core.published import BY_NAME, PUBLISHED, STUDY_ORDER
