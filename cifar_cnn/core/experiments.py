@@ -13,7 +13,7 @@ Plain YAML (pyyaml): free of torch, Lightning and Hydra, so that the report can 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -96,7 +96,8 @@ def _resolve(entry: object, group: str) -> str | None:
 
 
 def read_experiment(path: Path, name: str) -> Experiment:
-    """One experiment file; its parent as named (not yet checked against the catalog)."""
+    """One experiment file; its parent as its defaults name it (None when they name none),
+    not yet checked against the catalog."""
     text = path.read_text()
     try:
         config = yaml.safe_load(text) or {}
@@ -112,8 +113,7 @@ def read_experiment(path: Path, name: str) -> Experiment:
             f"{path}: its defaults name {len(parents)} experiments ({', '.join(parents)}); a "
             "row changes one parent: keep one and write the other's changes into this file"
         )
-    parent = parents[0] if parents else (BASE if name != BASE else None)
-    return Experiment(name, parent, description(text), path)
+    return Experiment(name, parents[0] if parents else None, description(text), path)
 
 
 def read_catalog(config_dirs: Iterable[Path] = (CONFIG_DIR,)) -> dict[str, Experiment]:
@@ -129,7 +129,11 @@ def read_catalog(config_dirs: Iterable[Path] = (CONFIG_DIR,)) -> dict[str, Exper
             name = path.relative_to(root).with_suffix("").as_posix()
             if name not in found:
                 found[name] = read_experiment(path, name)
-    catalog = dict(sorted(found.items()))
+    catalog = {
+        # An experiment that names no parent changes the base config, which `default` is.
+        name: replace(e, parent=BASE) if not e.parent and BASE in found and name != BASE else e
+        for name, e in sorted(found.items())
+    }
     for experiment in catalog.values():
         if experiment.parent and experiment.parent not in catalog:
             raise ExperimentError(
