@@ -25,7 +25,7 @@ from cifar_cnn.core.experiments import (
     section_title,
 )
 from cifar_cnn.core.published import BEST, BY_NAME, PUBLISHED
-from cifar_cnn.core.record import write_record
+from cifar_cnn.core.record import RunRecord, read_record, write_record
 from cifar_cnn.report import write_sweep_report
 from helpers import FAST, REPO, fake_record
 
@@ -261,7 +261,8 @@ def test_a_new_row_runs_through_make_beyond_and_the_report(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "experiment=beyond/zz_test seed=0,1" in result.stdout
-    assert len(list(sweep.glob("*/metrics.json"))) == 2
+    records = [read_record(p, RunRecord) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert [r.config["model"]["dropout"] for r in records] == [0.5, 0.5]  # the row's change
 
     rows = read_csv(sweep / "report")
     assert list(rows) == ["beyond/zz_test"]
@@ -270,7 +271,7 @@ def test_a_new_row_runs_through_make_beyond_and_the_report(tmp_path):
     assert row["change"] == "A throwaway row: dropout 0.5 instead of 0.3, on the study's best."
     assert row["verdict"] == "parent not in this sweep (batchnorm)"
     markdown = (sweep / "report" / "results.md").read_text()
-    assert "## Beyond the study" in markdown and "## Results" not in markdown
+    assert "\n## Beyond the study" in markdown and "\n## Results" not in markdown
     assert "| beyond/zz_test | A throwaway row" in markdown
     assert "**parent not in this sweep (batchnorm)**" in markdown
     for name in FIGURES:
