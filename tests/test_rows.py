@@ -56,7 +56,6 @@ def experiment(parents: list, comment: str = "") -> str:
 
 def test_the_catalog_holds_the_study_with_its_published_parents():
     catalog = read_catalog()
-    assert CONFIG_DIR == REPO / "conf"
     assert {run.name for run in PUBLISHED} <= set(catalog)
     for run in PUBLISHED:
         assert catalog[run.name].parent == run.parent, run.name  # `default` when none is named
@@ -176,7 +175,7 @@ def test_rows_without_a_published_number_get_a_section_and_a_verdict(
     assert rows["batchnorm"]["section"] == "the study"
     assert [a["parent"], b["parent"]] == ["batchnorm", "beyond/a"]
     assert a["verdict"] == "better" and b["verdict"] == "within noise"
-    assert c["verdict"] == "parent not in this sweep (high_lr)"
+    assert c["verdict"] == "parent not in this sweep: high_lr"
     assert rows["batchnorm"]["verdict"] == "holds"  # the study's step, against its claim
     # Holm within the section: beyond's two tests together, the study's step on its own
     assert [float(a["p_holm"]), float(b["p_holm"])] == holm(
@@ -199,7 +198,9 @@ def test_rows_without_a_published_number_get_a_section_and_a_verdict(
     )
     assert "| – | +0.0600 |" in line and "**better**" in line  # published Δ: a dash
     assert f"the published best, #{BEST.row} {BEST.name}, {BEST.recall:.4f}" in beyond
-    assert "**parent not in this sweep (high_lr)**" in beyond
+    assert "**parent not in this sweep: high_lr**" in beyond
+    assert "Steps compared: 3 (better: 1, within noise: 1, parent not in this sweep: 1)" in beyond
+    assert "seeds as dots; the dashed line is the study's published best" in beyond
     for name in FIGURES:
         for section in ("", "beyond"):
             path = report / figure_file(name, section)
@@ -269,11 +270,11 @@ def test_a_new_row_runs_through_make_beyond_and_the_report(tmp_path):
     row = rows["beyond/zz_test"]
     assert row["runs_finished"] == "2" and row["published_recall"] == ""
     assert row["change"] == "A throwaway row: dropout 0.5 instead of 0.3, on the study's best."
-    assert row["verdict"] == "parent not in this sweep (batchnorm)"
+    assert row["verdict"] == "parent not in this sweep: batchnorm"
     markdown = (sweep / "report" / "results.md").read_text()
     assert "\n## Beyond the study" in markdown and "\n## Results" not in markdown
     assert "| beyond/zz_test | A throwaway row" in markdown
-    assert "**parent not in this sweep (batchnorm)**" in markdown
+    assert "**parent not in this sweep: batchnorm**" in markdown
     for name in FIGURES:
         assert (sweep / "report" / figure_file(name, "beyond")).is_file()
         assert not (sweep / "report" / name).exists()  # no study rows, no study figures

@@ -29,6 +29,15 @@ FIGURES = {
     "per_class_recall.png": "Test recall per class (mean over seeds)",
     "confusion_best.png": "Confusion matrix of the best configuration (summed over its seeds)",
 }
+# The captions that differ for a section with a reference line (the rows beyond the study).
+REFERENCE_CAPTIONS = {
+    "loss_curves.png": "Training loss per epoch, one panel per configuration; thin lines are "
+    "seeds, the thick line their mean",
+    "recall_overlay.png": "Mean test recall per epoch, all configurations; the dashed line is "
+    "the study's published best",
+    "recall_bars.png": "Mean test recall with 95% intervals, seeds as dots; the dashed line is "
+    "the study's published best",
+}
 Curve = tuple[list[int], list[float]]  # epochs, values
 
 
@@ -202,7 +211,8 @@ def recall_bars(
     ax.set_ylim(0, min(1.0, highest + 0.05))
     ax.set_title("Mean test recall per configuration (★: best; error bars: 95% interval)")
     ax.grid(axis="y", alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=3, fontsize=9, frameon=False)
+    ncols = 3 if size[0] >= 11 else 2  # a narrow figure: the labels would run off its edges
+    fig.legend(loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
     return fig
 
 
@@ -275,4 +285,5 @@ def write_figures(
     }
     for name in FIGURES:
         draw[name]().savefig(out_dir / figure_file(name, section), dpi=120)
-    return [(figure_file(name, section), caption) for name, caption in FIGURES.items()]
+    captions = {**FIGURES, **(REFERENCE_CAPTIONS if reference else {})}
+    return [(figure_file(name, section), captions[name]) for name in FIGURES]

@@ -121,7 +121,7 @@ def judge(row: Row, parent: Row | None, parent_name: str | None = None) -> Verdi
     claimed = published_step(row)
     name = parent_name or row.parent or "?"
     if parent is None:
-        return Verdict(name, None, claimed, f"{NOT_IN_SWEEP} ({name})")
+        return Verdict(name, None, claimed, f"{NOT_IN_SWEEP}: {name}")
     mine, theirs = row.summary, parent.summary
     diff = mine.mean - theirs.mean if mine.n and theirs.n else None
     reason = untestable(mine, theirs, claimed)
