@@ -278,3 +278,17 @@ def test_a_new_row_runs_through_make_beyond_and_the_report(tmp_path):
     for name in FIGURES:
         assert (sweep / "report" / figure_file(name, "beyond")).is_file()
         assert not (sweep / "report" / name).exists()  # no study rows, no study figures
+
+
+def test_a_top_level_row_without_a_number_joins_the_study(tmp_path, mixed_rows):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    write(conf, {"experiment/wider.yaml": experiment(["batchnorm"], "# Wider, on row 7.\n")})
+    rows = {**mixed_rows, "wider": [0.70, 0.71, 0.72]}
+    report = write_sweep_report([fake_sweep(tmp_path, conf, rows)])
+    wider = read_csv(report)["wider"]
+    assert (wider["section"], wider["row"], wider["published_recall"]) == ("the study", "", "")
+    assert (wider["parent"], wider["verdict"]) == ("batchnorm", "worse")
+    study = (report / "results.md").read_text().split("## Beyond the study")[0]
+    assert "|  | wider | Wider, on row 7. | 3 of 3 |" in study
+    assert "| wider | Wider, on row 7. | batchnorm | – |" in study and "**worse**" in study
