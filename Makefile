@@ -69,7 +69,8 @@ BEYOND_DIR = $(if $(filter file,$(origin SWEEP_DIR)),outputs/multiruns/$(STAMP)_
 
 ## beyond: train every row of conf/experiment/beyond/ (SEEDS, JOBS, ARGS), then the report
 beyond: $(BIN)/.installed
-	@test -n "$(BEYOND)" || { echo "conf/experiment/beyond/ holds no *.yaml"; exit 1; }
+	@test -n "$(BEYOND)" || { echo "conf/experiment/beyond/ holds no *.yaml: add a row" \
+		"(docs/development.md, Add a row)"; exit 1; }
 	@echo "sweep directory: $(BEYOND_DIR)"
 	$(BIN)/python -m cifar_cnn.train -m experiment=$(BEYOND) seed=$(SEEDS) \
 		hydra.sweep.dir=$(BEYOND_DIR) $(LAUNCH) $(ARGS); \
