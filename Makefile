@@ -24,7 +24,7 @@ VAL_SIZE ?=
 SEARCH_SEEDS ?=
 SEARCH_DIR ?=
 
-.PHONY: help install install-search study sweep report search test test-fast lint bench \
+.PHONY: help install install-search study beyond sweep report search test test-fast lint bench \
 	bench-grid bench-gpu bench-overhead bench-augment tensorboard clean
 .DEFAULT_GOAL := install
 
@@ -57,6 +57,24 @@ GRID := $(BIN)/python -m cifar_cnn.train -m 'experiment=glob(*)' seed=$(SEEDS) \
 study: $(BIN)/.installed
 	@echo "sweep directory: $(SWEEP_DIR)"
 	$(GRID); status=$$?; $(BIN)/python -m cifar_cnn.report $(SWEEP_DIR) && exit $$status
+
+# make beyond: every experiment file of conf/experiment/beyond/ (Hydra's glob() does not
+# list a nested folder), in a sweep of its own unless SWEEP_DIR names one.
+comma := ,
+empty :=
+space := $(empty) $(empty)
+BEYOND = $(subst $(space),$(comma),$(patsubst conf/experiment/%.yaml,%,$(sort \
+	$(wildcard conf/experiment/beyond/*.yaml))))
+BEYOND_DIR = $(if $(filter file,$(origin SWEEP_DIR)),outputs/multiruns/$(STAMP)_beyond,$(SWEEP_DIR))
+
+## beyond: train every row of conf/experiment/beyond/ (SEEDS, JOBS, ARGS), then the report
+beyond: $(BIN)/.installed
+	@test -n "$(BEYOND)" || { echo "conf/experiment/beyond/ holds no *.yaml: add a row" \
+		"(docs/development.md, Add a row)"; exit 1; }
+	@echo "sweep directory: $(BEYOND_DIR)"
+	$(BIN)/python -m cifar_cnn.train -m experiment=$(BEYOND) seed=$(SEEDS) \
+		hydra.sweep.dir=$(BEYOND_DIR) $(LAUNCH) $(ARGS); \
+		status=$$?; $(BIN)/python -m cifar_cnn.report $(BEYOND_DIR) && exit $$status
 
 ## sweep: only the training grid
 sweep: $(BIN)/.installed

@@ -17,6 +17,7 @@ from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_cnn.core import experiments
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.keys import run_name
 from cifar_cnn.core.runfiles import HYDRA_DIR
@@ -26,9 +27,8 @@ from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import ResumableOpt
 
 log = logging.getLogger("cifar_cnn")
 
-# A wheel ships conf/ inside the package; a source checkout keeps it at the top level.
-_PACKAGED = Path(__file__).resolve().parent / "conf"
-CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "conf")
+# The packaged conf/ of a wheel, or the checkout's (core/experiments.py: the report reads it too).
+CONFIG_DIR = str(experiments.CONFIG_DIR)
 
 # `_k=v,...` from the overrides that name a run (conf/hydra/default.yaml).
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
@@ -39,14 +39,18 @@ Plugins.instance().register(ResumableOptunaSweeper)
 
 
 def compose_config(
-    overrides: Sequence[str] = (), hydra_config: bool = False, config_name: str = "config"
+    overrides: Sequence[str] = (),
+    hydra_config: bool = False,
+    config_name: str = "config",
+    config_dir: str | Path = CONFIG_DIR,
 ) -> DictConfig:
     """The config `python -m cifar_cnn.train OVERRIDES` would run, composed without a run.
 
-    `config_name="evaluate"` or `"predict"` composes those apps' configs instead.
+    `config_name="evaluate"` or `"predict"` composes those apps' configs instead;
+    `config_dir` a copy of conf/ (as `--config-path DIR` does on the command line).
     """
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(
             config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config
         )

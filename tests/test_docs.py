@@ -11,6 +11,8 @@ Each shell block (```bash) is read command by command:
 - `python -c CODE`: it runs;
 - the programs in `UNCHECKED` are not run, each for the reason given there;
 - the README's smoke run (its first training command) really runs.
+A ```yaml block right after a line that ends in "`conf/PATH.yaml`:" is a config file the page
+shows (a recipe's new row): the page's commands are composed in a copy of conf/ that holds it.
 Python blocks compile and their imports resolve (using.md's example runs on a checkpoint), and
 every module, repository path and local link named anywhere in the text exists.
 """
@@ -32,7 +34,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 
-from cifar_cnn.app import compose_config
+from cifar_cnn.app import CONFIG_DIR, compose_config
 from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.published import PUBLISHED
 from cifar_cnn.training.config_checks import validate_config, validate_launch
@@ -97,6 +99,19 @@ def blocks(page: Path) -> Iterator[tuple[str, str, int]]:
             start = None
 
 
+def shown_configs(page: Path) -> dict[str, str]:
+    """The config files a page shows: conf path -> text of each ```yaml block whose preceding
+    line ends in "`conf/PATH.yaml`:"."""
+    lines = page.read_text().splitlines()
+    found = {}
+    for language, text, start in blocks(page):
+        before = [line for line in lines[: start - 1] if line.strip()]
+        named = re.search(r"`(conf/[\w/.-]+\.yaml)`:$", before[-1]) if before else None
+        if language == "yaml" and named:
+            found[named.group(1)] = text + "\n"
+    return found
+
+
 def logical_lines(text: str, first: int) -> Iterator[tuple[int, str]]:
     """(line number, line) with backslash continuations joined; `first` numbers the first."""
     start, parts = None, []
@@ -134,8 +149,9 @@ def shown_commands() -> list[Command]:
     return [command for page in PAGES for command in commands(page)]
 
 
-def variants(overrides: list[str]) -> list[list[str]]:
-    """The override lists that together take every value of every sweep once."""
+def variants(overrides: list[str], config_dir: Path) -> list[list[str]]:
+    """The override lists that together take every value of every sweep once (a glob over
+    the options of `config_dir`)."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     firsts, choices = [], []
     for override in parsed:
@@ -143,7 +159,7 @@ def variants(overrides: list[str]) -> list[list[str]]:
         if not override.is_sweep_override():
             values = [override.input_line.split("=", 1)[1]]
         elif isinstance(override.value(), Glob):
-            names = sorted(p.stem for p in (REPO / "conf" / override.key_or_group).glob("*.yaml"))
+            names = sorted(p.stem for p in (config_dir / override.key_or_group).glob("*.yaml"))
             values = override.value().filter(names)
         else:
             values = list(override.sweep_string_iterator())
@@ -156,7 +172,7 @@ def variants(overrides: list[str]) -> list[list[str]]:
     return result
 
 
-def check_hydra_app(module: str, args: list[str]) -> None:
+def check_hydra_app(module: str, args: list[str], config_dir: Path = Path(CONFIG_DIR)) -> None:
     """The overrides compose into the app's config (and Hydra's), each sweep value once, and
     the app's checks accept each config, unless the command only prints (--help, --cfg)."""
     overrides = [a for a in args if a not in HYDRA_FLAGS]
@@ -165,8 +181,8 @@ def check_hydra_app(module: str, args: list[str]) -> None:
         del overrides[i : i + 2]
     assert all(not a.startswith("-") for a in overrides), f"unknown flag in {args}"
     app = HYDRA_APPS[module]
-    for each in variants(overrides):
-        cfg = compose_config(each, hydra_config=True, config_name=app)
+    for each in variants(overrides, config_dir):
+        cfg = compose_config(each, hydra_config=True, config_name=app, config_dir=config_dir)
         if not set(args) & PRINT_ONLY:
             validate_config(cfg, "train" if app == "config" else app, check_memory=False)
             validate_launch(cfg.hydra.launcher, cfg.hydra.sweeper)
@@ -230,8 +246,8 @@ def check_pip(args: list[str]) -> None:
             assert set(named.split(",")) <= set(extras), f"unknown extra in {arg}"
 
 
-def check(command: Command, monkeypatch) -> None:
-    """Check one shown command (see the module's docstring)."""
+def check(command: Command, monkeypatch, config_dir: Path = Path(CONFIG_DIR)) -> None:
+    """Check one shown command (see the module's docstring), composed from `config_dir`."""
     words = list(command.words)
     if words[0] in CONSOLE:
         words = ["python", "-m", CONSOLE[words[0]], *words[1:]]
@@ -241,7 +257,7 @@ def check(command: Command, monkeypatch) -> None:
     if program in {"python", "python3"} and args[:2] == ["-m", "venv"]:
         return
     if program in {"python", "python3"} and args[:1] == ["-m"] and args[1] in HYDRA_APPS:
-        check_hydra_app(args[1], args[2:])
+        check_hydra_app(args[1], args[2:], config_dir)
     elif program in {"python", "python3"} and args[:1] == ["-m"] and args[1] in CONSOLE.values():
         check_argparse_app(args[1], args[2:], monkeypatch)
     elif program in {"python", "python3"} and args and args[0].endswith(".py"):
@@ -258,10 +274,28 @@ def check(command: Command, monkeypatch) -> None:
         raise AssertionError("not a command this test knows: check it here or add to UNCHECKED")
 
 
+@pytest.fixture(scope="session")
+def config_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Page name -> the config directory its commands compose from: conf/, or a copy of it
+    with the config files the page shows (`shown_configs`)."""
+    found = {}
+    for page in PAGES:
+        files = shown_configs(page)
+        if files:
+            root = tmp_path_factory.mktemp(page.stem)
+            shutil.copytree(REPO / "conf", root / "conf")
+            for path, text in files.items():
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                (root / path).write_text(text)
+            found[page.name] = root / "conf"
+    return found
+
+
 @pytest.mark.parametrize("command", shown_commands(), ids=str)
-def test_a_shown_command_works(command, monkeypatch):
+def test_a_shown_command_works(command, monkeypatch, config_dirs):
+    page = command.where.split(":")[0]
     try:
-        check(command, monkeypatch)
+        check(command, monkeypatch, config_dirs.get(page, Path(CONFIG_DIR)))
     except (Exception, SystemExit) as e:
         raise AssertionError(f"{command}\n{type(e).__name__}: {e}") from e
 
@@ -305,7 +339,10 @@ def missing_names(page: Path) -> Iterator[str]:
                 break
             target = getattr(target, attribute)
     paths = re.findall(r"\b(?:cifar_cnn|conf|benchmarks|tests|docs)/[\w/.-]*\w", text)
-    yield from sorted(p for p in set(paths) if not (REPO / p).exists())
+    shown = {
+        str(parent) for path in shown_configs(page) for parent in [Path(path), *Path(path).parents]
+    }
+    yield from sorted(p for p in set(paths) if not (REPO / p).exists() and p not in shown)
     links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
     yield from sorted(f"link {link}" for link in set(links) if not (page.parent / link).exists())
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_cnn.analysis.runs import Run, group_runs, setup_notes
+from cifar_cnn.analysis.rows import group_runs, setup_notes
+from cifar_cnn.analysis.runs import Run
 from cifar_cnn.core.errors import ConfigError, TrainingDiverged
 from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.report import write_sweep_report

@@ -13,10 +13,10 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from cifar_cnn.analysis.runs import Row
+from cifar_cnn.analysis.rows import Row
 from cifar_cnn.core.cifar10 import CLASSES
 from cifar_cnn.core.confusion_figure import confusion_matrix_figure
-from cifar_cnn.core.published import EPOCHS
+from cifar_cnn.core.published import EPOCHS, PublishedRun
 
 # The report's figures: file name -> caption in results.md.
 FIGURES = {
@@ -28,6 +28,15 @@ FIGURES = {
     "as red marks",
     "per_class_recall.png": "Test recall per class (mean over seeds)",
     "confusion_best.png": "Confusion matrix of the best configuration (summed over its seeds)",
+}
+# The captions that differ for a section with a reference line (the rows beyond the study).
+REFERENCE_CAPTIONS = {
+    "loss_curves.png": "Training loss per epoch, one panel per configuration; thin lines are "
+    "seeds, the thick line their mean",
+    "recall_overlay.png": "Mean test recall per epoch, all configurations; the dashed line is "
+    "the study's published best",
+    "recall_bars.png": "Mean test recall with 95% intervals, seeds as dots; the dashed line is "
+    "the study's published best",
 }
 Curve = tuple[list[int], list[float]]  # epochs, values
 
@@ -113,8 +122,22 @@ def loss_panels(rows: Sequence[Row], colours: Sequence) -> Figure:
     return fig
 
 
-def overlay(rows: Sequence[Row], colours: Sequence, kind: str) -> Figure:
-    """All configurations' mean curves in one plot: `kind` is "loss" or "recall"."""
+def reference_line(ax: Axes, reference: PublishedRun | None) -> None:
+    """A dashed horizontal line at a published recall (the study's best, for the rows beyond
+    it), with its legend entry."""
+    if reference:
+        label = f"published best: #{reference.row} {reference.name}, {reference.recall:.4f}"
+        ax.axhline(
+            reference.recall, color="crimson", linestyle="--", linewidth=1.5,
+            label=f"{label} (1 seed, {EPOCHS} epochs)",
+        )  # fmt: skip
+
+
+def overlay(
+    rows: Sequence[Row], colours: Sequence, kind: str, reference: PublishedRun | None = None
+) -> Figure:
+    """All configurations' mean curves in one plot: `kind` is "loss" or "recall"; a recall
+    plot draws `reference` as a line."""
     fig = Figure(figsize=(10, 5.5), layout="constrained")
     ax = fig.subplots()
     curves = [_curves(row, kind) for row in rows]
@@ -134,13 +157,17 @@ def overlay(rows: Sequence[Row], colours: Sequence, kind: str) -> Figure:
         ax.set_title("Training loss per epoch, all configurations")
     else:
         _style_epochs(ax, max_epoch, [], "test recall (mean over seeds)")
+        reference_line(ax, reference)
         ax.set_title("Test recall per epoch, all configurations (final recall in the legend)")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     return fig
 
 
-def recall_bars(rows: Sequence[Row], colours: Sequence) -> Figure:
-    """Mean recall per configuration with 95% intervals, seeds as dots, published marked."""
+def recall_bars(
+    rows: Sequence[Row], colours: Sequence, reference: PublishedRun | None = None
+) -> Figure:
+    """Mean recall per configuration with 95% intervals, seeds as dots, published marked,
+    `reference` as a line."""
     labels = [wrapped(row.label, 22) for row in rows]
     lines = max(label.count("\n") + 1 for label in labels)
     slot = 1.1 if lines == 1 else 1.7  # inches per bar: wrapped labels sit flat and need room
@@ -172,17 +199,20 @@ def recall_bars(rows: Sequence[Row], colours: Sequence) -> Figure:
             *zip(*published, strict=True), marker="_", s=700, linewidths=2.5, color="crimson",
             zorder=4, label=f"published (1 seed, {EPOCHS} epochs)",
         )  # fmt: skip
+    reference_line(ax, reference)
     if lines > 1:
         ax.set_xticks(range(len(rows)), labels, fontsize=8)
     else:
         ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right")
     ax.set_ylabel("test recall (average top-1 recall)")
     ax.set_xlabel("configuration")
-    highest = max([*(high for _, high in intervals), *(p for _, p in published), 0.1])
+    references = [reference.recall] if reference else []
+    highest = max([*(high for _, high in intervals), *(p for _, p in published), *references, 0.1])
     ax.set_ylim(0, min(1.0, highest + 0.05))
     ax.set_title("Mean test recall per configuration (★: best; error bars: 95% interval)")
     ax.grid(axis="y", alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=3, fontsize=9, frameon=False)
+    ncols = 3 if size[0] >= 11 else 2  # a narrow figure: the labels would run off its edges
+    fig.legend(loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
     return fig
 
 
@@ -229,8 +259,18 @@ def best_confusion(row: Row) -> Figure:
     return confusion_matrix_figure(total, CLASSES, title=title)
 
 
-def write_figures(out_dir: Path, rows: Sequence[Row]) -> list[str]:
-    """Draw every figure of FIGURES into `out_dir`; none without a finished run."""
+def figure_file(name: str, section: str = "") -> str:
+    """A figure's file name in a section: `recall_bars.png` for the study,
+    `beyond_recall_bars.png` for the rows of conf/experiment/beyond/."""
+    return f"{section.replace('/', '_')}_{name}" if section else name
+
+
+def write_figures(
+    out_dir: Path, rows: Sequence[Row], section: str = "", reference: PublishedRun | None = None
+) -> list[tuple[str, str]]:
+    """Draw every figure of FIGURES for `rows` into `out_dir`, named by `figure_file`; the
+    recall figures draw `reference` as a line. (file name, caption) of each, none without a
+    finished run."""
     if not any(row.finished for row in rows):
         return []
     cmap = matplotlib.colormaps["tab10" if len(rows) <= 10 else "tab20"]
@@ -238,11 +278,12 @@ def write_figures(out_dir: Path, rows: Sequence[Row]) -> list[str]:
     draw: dict[str, Callable[[], Figure]] = {
         "loss_curves.png": lambda: loss_panels(rows, colours),
         "loss_overlay.png": lambda: overlay(rows, colours, "loss"),
-        "recall_overlay.png": lambda: overlay(rows, colours, "recall"),
-        "recall_bars.png": lambda: recall_bars(rows, colours),
+        "recall_overlay.png": lambda: overlay(rows, colours, "recall", reference),
+        "recall_bars.png": lambda: recall_bars(rows, colours, reference),
         "per_class_recall.png": lambda: per_class_heatmap(rows),
         "confusion_best.png": lambda: best_confusion(next(r for r in rows if r.best)),
     }
     for name in FIGURES:
-        draw[name]().savefig(out_dir / name, dpi=120)
-    return list(FIGURES)
+        draw[name]().savefig(out_dir / figure_file(name, section), dpi=120)
+    captions = {**FIGURES, **(REFERENCE_CAPTIONS if reference else {})}
+    return [(figure_file(name, section), captions[name]) for name in FIGURES]

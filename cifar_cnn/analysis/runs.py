@@ -1,37 +1,23 @@
-"""The sweep model: the runs of a sweep, grouped into configurations, with their statistics.
+"""Reading sweeps: every job directory of one or more sweeps (metrics.json, failed.json, or
+neither) as a Run, and the config directories the sweep composed its runs from.
 
-Reads every job directory of one or more sweeps (metrics.json, failed.json, or neither),
-groups the runs by configuration (the experiment and any other overrides, seeds pooled),
-summarises each group's test recall over seeds and judges each ablation step against the
-published one. cifar_cnn.analysis.tables writes it out; cifar_cnn.analysis.plots draws
-it. Free of torch, Lightning and Hydra.
+cifar_cnn.analysis.rows groups the runs into rows and judges them. Free of torch, Lightning
+and Hydra.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from cifar_cnn.analysis.stats import (
-    Summary,
-    Welch,
-    decide,
-    holm,
-    pooled_sd,
-    seeds_to_resolve,
-    untestable,
-    welch,
-)
-from cifar_cnn.analysis.text import data_text, joined, precision_text
 from cifar_cnn.core.errors import UserError
+from cifar_cnn.core.experiments import CONFIG_DIR
 from cifar_cnn.core.keys import splits_rows
-from cifar_cnn.core.published import BY_NAME, STUDY_ORDER, PublishedRun
 from cifar_cnn.core.record import Failure, RecordError, RunRecord, read_record
 from cifar_cnn.core.runfiles import (
     FAILED_FILE,
@@ -233,155 +219,23 @@ def newest_sweep(root: Path = DEFAULT_SWEEPS_ROOT) -> Path:
     return sweeps[-1]
 
 
-# --- statistics, grouping and verdicts ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """How one ablation step (a row vs its parent row) came out on rerun."""
-
-    parent: str  # the parent row's label
-    diff: float | None  # mean(row) - mean(parent)
-    published_diff: float
-    verdict: str
-    test: Welch | None = None  # Welch's t test of `diff`; None below two seeds on a side
-    p_holm: float | None = None  # the test's p-value, Holm-adjusted over the steps tested
-    seeds_to_resolve: int | None = None  # seeds per side to resolve `published_diff` (t test)
-
-
-@dataclass
-class Row:
-    """One configuration: the runs that share everything but the seed."""
-
-    experiment: str | None
-    extra: dict[str, str]  # defining overrides besides the experiment, not common to the sweep
-    runs: list[Run] = field(default_factory=list)
-    best: bool = False
-    verdict: Verdict | None = None
-
-    @property
-    def label(self) -> str:
-        extra = ", ".join(f"{k}={v}" for k, v in self.extra.items())
-        if self.experiment:
-            return f"{self.experiment} ({extra})" if extra else self.experiment
-        return extra or "base config"
-
-    @property
-    def published(self) -> PublishedRun | None:
-        return BY_NAME.get(self.experiment or "")
-
-    @property
-    def finished(self) -> list[Run]:
-        return [r for r in self.runs if r.status == "finished"]
-
-    @property
-    def recalls(self) -> list[float]:
-        return [r.record.test.recall for r in self.finished]
-
-    @property
-    def summary(self) -> Summary:
-        return Summary.of(self.recalls)
-
-    def record_values(self, value: Callable[[RunRecord], object]) -> str:
-        """The distinct values of `value(record)` among the finished runs, joined."""
-        return joined(dict.fromkeys(value(r.record) for r in self.finished))
-
-
-def judge(row: Row, parent: Row | None, published: PublishedRun) -> Verdict:
-    """Compare a row with its parent by Welch's t test, on its own (`judge_family` adjusts the
-    verdicts of several steps for multiplicity): holds, reversed, within noise, or cannot be
-    judged."""
-    published_diff = published.recall - BY_NAME[published.parent].recall
-    if parent is None:
-        return Verdict(published.parent, None, published_diff, "parent not in this sweep")
-    mine, theirs = row.summary, parent.summary
-    diff = mine.mean - theirs.mean if mine.n and theirs.n else None
-    reason = untestable(mine, theirs, published_diff)
-    if reason:
-        return Verdict(parent.label, diff, published_diff, reason)
-    test = welch(mine, theirs)
-    seeds = seeds_to_resolve(published_diff, pooled_sd(mine, theirs))
-    verdict = decide(diff, test.p_value, published_diff)
-    return Verdict(parent.label, diff, published_diff, verdict, test, test.p_value, seeds)
-
-
-def judge_family(rows: Sequence[Row]) -> None:
-    """Decide the tested steps among `rows` together: Holm's step-down adjustment of their
-    p-values keeps the chance of any false "holds" or "reversed" at ALPHA (family-wise)."""
-    tested = [row for row in rows if row.verdict and row.verdict.test]
-    adjusted = holm([row.verdict.test.p_value for row in tested])
-    for row, p_holm in zip(tested, adjusted, strict=True):
-        v = row.verdict
-        row.verdict = replace(v, p_holm=p_holm, verdict=decide(v.diff, p_holm, v.published_diff))
-
-
-def common_overrides(runs: Sequence[Run]) -> dict[str, str]:
-    """Defining overrides that every run shares (shown once, not in every label)."""
-    shared = set(runs[0].defining.items()) if runs else set()
-    for run in runs[1:]:
-        shared &= set(run.defining.items())
-    return dict(sorted(shared))
-
-
-def group_runs(runs: Sequence[Run]) -> list[Row]:
-    """Rows in the study's order (then the order the sweep ran them), best row marked."""
-    common = common_overrides(runs)
-    rows: dict[tuple, Row] = {}
-    for run in runs:
-        extra = {
-            k: v
-            for k, v in sorted(run.defining.items())
-            if k != "experiment" and common.get(k) != v
-        }
-        key = (run.experiment, tuple(extra.items()))
-        rows.setdefault(key, Row(run.experiment, extra)).runs.append(run)
-    for key, row in rows.items():
-        published = row.published
-        if published and published.parent:
-            row.verdict = judge(row, rows.get((published.parent, key[1])), published)
-    judge_family(list(rows.values()))
-
-    def study_order(row: Row) -> int:
-        return STUDY_ORDER.index(row.experiment) if row.experiment in STUDY_ORDER else 99
-
-    ordered = sorted(rows.values(), key=study_order)  # stable: the sweep's order within a rank
-    reported = [r for r in ordered if r.summary.n]
-    if reported:
-        max(reported, key=lambda r: r.summary.mean).best = True
-    return ordered
-
-
-def setup_notes(rows: Sequence[Row]) -> list[str]:
-    """Warnings about a sweep that mixes epochs, data, devices or precisions, repeats seeds or
-    lost runs."""
-    runs = [run for row in rows for run in row.runs]
-    finished = [r for r in runs if r.status == "finished"]
-    notes = []
-    for what, values, advice in (
-        ("epoch counts", [f"{r.record.epochs} epochs" for r in finished],
-         "Only rows with the same epoch count compare."),
-        ("data sources or sizes", [data_text(r.record) for r in finished],
-         "Only rows on the same data compare."),
-        ("devices", [r.record.environment.device for r in finished],
-         "Training times do not compare across devices."),
-        ("precisions", [precision_text(r.record) for r in finished],
-         "bf16 can change the recall as well as the time; compare rows of one precision."),
-    ):  # fmt: skip
-        counts = Counter(values)
-        if len(counts) > 1:
-            parts = ", ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in counts.items())
-            notes.append(f"This sweep mixes {what}: {parts}. {advice}")
-    for row in rows:
-        repeated = sorted(s for s, n in Counter(r.seed for r in row.finished).items() if n > 1)
-        if repeated:
-            notes.append(
-                f"{row.label} has finished runs with the same seed ({repeated}): they are not "
-                "independent samples, and its spread understates the seed-to-seed noise."
-            )
-    lost = Counter(r.status for r in runs if r.status != "finished")
-    if lost:
-        parts = " and ".join(f"{n} {status}" for status, n in lost.items())
-        notes.append(
-            f"{parts} run(s): see 'Failed, interrupted and unfinished runs'; they count in no mean."
-        )
-    return notes
+def config_dirs(sweep_dirs: Sequence[Path]) -> list[Path]:
+    """The config directories the sweeps' runs were composed from, in Hydra's search order
+    (`hydra.runtime.config_sources` of multirun.yaml, else of each run's .hydra/hydra.yaml),
+    those that still exist, then this install's conf/ (core/experiments.py)."""
+    found: list[Path] = []
+    for sweep_dir in sweep_dirs:
+        files = [sweep_dir / SWEEP_CONFIG, *sorted(sweep_dir.glob(f"*/{HYDRA_DIR}/hydra.yaml"))]
+        for path in files:
+            try:
+                hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra") or {}
+                sources = (hydra.get("runtime") or {}).get("config_sources") or []
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue  # absent or unreadable: the next file, or this install's conf/
+            for source in sources:
+                if isinstance(source, dict) and source.get("schema") == "file":
+                    found.append(Path(source.get("path", "")))
+            if sources:
+                break
+    dirs = [d for d in dict.fromkeys([*found, CONFIG_DIR]) if d.is_dir()]
+    return dirs or [CONFIG_DIR]

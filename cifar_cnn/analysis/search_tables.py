@@ -13,7 +13,8 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from cifar_cnn.analysis.runs import REPORT_DIR, Row, Run
+from cifar_cnn.analysis.rows import Row
+from cifar_cnn.analysis.runs import REPORT_DIR, Run
 from cifar_cnn.analysis.stats import ALPHA, Summary, decide, fmt_p, untestable, welch
 from cifar_cnn.analysis.text import data_text, fmt, fmt_duration, joined, md_table
 from cifar_cnn.analysis.trials import (

@@ -173,11 +173,14 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def decide(diff: float, p_value: float, claimed: float) -> str:
+def decide(diff: float, p_value: float, claimed: float | None) -> str:
     """The verdict on a claim that a difference has the sign of `claimed`: `holds` or
-    `reversed` when p_value <= ALPHA, else `within noise`."""
+    `reversed` when p_value <= ALPHA, else `within noise`. Without a claim (a row with no
+    published number): `better` or `worse` than the parent when p_value <= ALPHA."""
     if p_value > ALPHA:
         return "within noise"
+    if claimed is None:
+        return "better" if diff > 0 else "worse"
     return "holds" if diff * claimed > 0 else "reversed"
 
 
@@ -188,11 +191,14 @@ def fmt_p(p_value: float | None) -> str:
     return "< 0.0001" if p_value < 1e-4 else f"{p_value:.4f}"
 
 
-def untestable(mine: Summary, theirs: Summary, claimed: float) -> str | None:
-    """Why mine cannot be tested against theirs (no run, or one seed on a side), else None."""
+def untestable(mine: Summary, theirs: Summary, claimed: float | None) -> str | None:
+    """Why mine cannot be tested against theirs (no run, or one seed on a side), else None;
+    with a claimed difference, whether the untested one points the same way."""
     if mine.n == 0 or theirs.n == 0:
         return "no finished runs to compare"
     if mine.sd is None or theirs.sd is None:
+        if claimed is None:
+            return "cannot judge: one seed"
         direction = "same" if (mine.mean - theirs.mean) * claimed > 0 else "opposite"
         return f"cannot judge: one seed ({direction} direction)"
     return None

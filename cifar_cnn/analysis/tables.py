@@ -1,11 +1,14 @@
 """The study report: `python -m cifar_cnn.report [SWEEP_DIR ...]` (or `make report`).
 
-Reads every job directory of a sweep, groups the runs by configuration (the experiment and
-any other overrides, seeds pooled; see cifar_cnn.analysis.runs) and writes into `SWEEP_DIR/report/`:
-`results.md` and `results.csv` (one row per configuration in the study's order: mean test
-recall over seeds, its spread, the published recall, and a verdict per ablation step) and the
-PNG figures of cifar_cnn.analysis.plots. Runs that did not finish are listed, never dropped.
-A search sweep (`hparams_search=optuna`) gets cifar_cnn.analysis.search_tables instead.
+Reads every job directory of a sweep, groups the runs into rows (the experiment and any
+other overrides, seeds pooled; see cifar_cnn.analysis.rows) and writes into
+`SWEEP_DIR/report/`: `results.md` and `results.csv` (one row per configuration: mean test
+recall over seeds, its spread, the published recall where there is one, and a verdict
+against its parent row) and the PNG figures of cifar_cnn.analysis.plots. A section per
+folder of conf/experiment/: the study first, then "Beyond the study" (its figures named
+`beyond_*.png`, the published best as their reference line), then any other folder. Runs
+that did not finish are listed, never dropped. A search sweep (`hparams_search=optuna`) gets
+cifar_cnn.analysis.search_tables instead.
 """
 
 from __future__ import annotations
@@ -17,20 +20,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from cifar_cnn.analysis.plots import FIGURES, write_figures
-from cifar_cnn.analysis.runs import (
-    REPORT_DIR,
-    Row,
-    Run,
-    collect_runs,
-    common_overrides,
-    group_runs,
-    setup_notes,
-)
+from cifar_cnn.analysis.plots import write_figures
+from cifar_cnn.analysis.rows import Row, common_overrides, group_runs, sections, setup_notes
+from cifar_cnn.analysis.runs import REPORT_DIR, Run, collect_runs, config_dirs
 from cifar_cnn.analysis.stats import ALPHA, POWER, fmt_p
 from cifar_cnn.analysis.text import data_text, fmt, fmt_duration, joined, md_table, precision_text
 from cifar_cnn.core.cifar10 import TRAIN_SIZE
+from cifar_cnn.core.experiments import STUDY, read_catalog, section_title
 from cifar_cnn.core.published import (
+    BEST,
     BY_NAME,
     CLAIMED_LARGEST_GAIN,
     EPOCHS,
@@ -50,9 +48,10 @@ def row_record(row: Row) -> dict:
     seconds = [r.record.history.train_seconds for r in row.finished]
     return {
         "row": pub.row if pub else None,
+        "section": section_title(row.section),
         "configuration": row.label,
         "experiment": row.experiment,
-        "change": pub.change if pub else None,
+        "change": row.change,
         "runs_finished": s.n,
         "runs_total": len(row.runs),
         "runs_failed": statuses["failed"],
@@ -91,7 +90,9 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
         writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in records)
 
 
-def results_section(rows: Sequence[Row]) -> list[str]:
+def results_section(rows: Sequence[Row], study: bool = True) -> list[str]:
+    """The results table of one section's rows; the study's also gives the published notes,
+    another section's the published best as its reference."""
     header = (
         "#", "configuration", "change", "runs", "mean recall", "sd", "95% interval",
         "published", "diff", "params", "epochs", "train time / run",
@@ -109,7 +110,7 @@ def results_section(rows: Sequence[Row]) -> list[str]:
         lines.append((
             r["row"] or "",
             f"**{row.label}** ★ best" if row.best else row.label,
-            r["change"] or "(not a published run)",
+            r["change"],
             runs,
             fmt(r["mean_recall"]),
             "– (one seed)" if r["runs_finished"] == 1 else fmt(r["sd_recall"]),
@@ -126,18 +127,24 @@ def results_section(rows: Sequence[Row]) -> list[str]:
         for run in PUBLISHED
         if run.train_seconds
     ]
-    return [
-        "## Results",
-        "",
-        "Test recall is the average top-1 recall over the 10 classes (the study's metric). "
-        "*mean recall* and *sd* are over the seeds of a row (sample standard deviation); the "
-        "95% interval is mean ± t(0.975, n−1)·sd/√n (clipped to [0, 1]); "
-        "*diff* = mean − published. Training time excludes evaluation. ★ marks the best mean.",
-        "",
-        *md_table(header, lines),
-        "Published notes: " + " ".join(published),
-        "",
-    ]
+    if study:
+        return ["## Results", "", RESULTS_TEXT, "", *md_table(header, lines),
+                "Published notes: " + " ".join(published), ""]  # fmt: skip
+    return ["### Results", "", RESULTS_TEXT, "", *md_table(header, lines), REFERENCE_TEXT, ""]
+
+
+RESULTS_TEXT = (
+    "Test recall is the average top-1 recall over the 10 classes (the study's metric). "
+    "*mean recall* and *sd* are over the seeds of a row (sample standard deviation); the "
+    "95% interval is mean ± t(0.975, n−1)·sd/√n (clipped to [0, 1]); "
+    "*diff* = mean − published (– for a row without a published number). Training time "
+    "excludes evaluation. ★ marks the best mean."
+)
+REFERENCE_TEXT = (
+    f"Reference: the published best, #{BEST.row} {BEST.name}, {BEST.recall:.4f} (one seed, "
+    f"{EPOCHS} epochs on the full CIFAR-10), the dashed line of the recall figures. These "
+    "rows have no published number: each is judged against its parent row below."
+)
 
 
 def _published_step(run: PublishedRun) -> str:
@@ -145,19 +152,23 @@ def _published_step(run: PublishedRun) -> str:
     return f"{run.name} ({fmt(gain, signed=True)} over {run.parent})"
 
 
-def verdict_section(rows: Sequence[Row]) -> list[str]:
+def verdict_section(rows: Sequence[Row], study: bool = True) -> list[str]:
+    """Each step of one section's rows against its parent row, Holm-adjusted together."""
     judged = [r for r in rows if r.verdict]
     tested = sum(1 for r in judged if r.verdict.test)
+    title = "## Does each step of the ablation hold up?" if study else "### Does each step help?"
     text = [
-        "## Does each step of the ablation hold up?",
+        title,
         "",
-        "Each published row changes one thing in its parent row. *published Δ* is the "
+        "Each row changes one thing in its parent row (the experiment its file's `defaults` "
+        "names; for a published row, the study's parent). *published Δ* is the "
         "study's recall difference (one run each), *rerun Δ* the difference of the means "
         "here, with its 95% interval. Each step is tested by Welch's t test (two-sided, "
         "the two rows' spreads need not be equal; Welch–Satterthwaite degrees of freedom, "
-        f"exact t distribution): *p*. The {tested} step(s) with two or more seeds per row are "
+        f"exact t distribution): *p*. The {tested} step(s) here with two or more seeds per row are "
         "judged at once, so their p-values are adjusted by Holm's step-down method, "
-        f"*p (Holm)*: the chance that any of them is wrongly called holds or reversed stays "
+        "*p (Holm)*: the chance that any of them is wrongly called holds, reversed, better or "
+        f"worse stays "
         f"at {ALPHA:g}. **holds**: p (Holm) ≤ {ALPHA:g} and the rerun moves the recall in "
         f"the published direction; **reversed**: p (Holm) ≤ {ALPHA:g}, the other way; "
         f"**within noise**: p (Holm) > {ALPHA:g}, so this rerun cannot confirm the step, "
@@ -165,7 +176,10 @@ def verdict_section(rows: Sequence[Row]) -> list[str]:
         f"α = {ALPHA:g}, power {POWER:g}) would need to detect a difference of the published "
         "size at the spread seen here (the two rows' pooled sd). The interval is each step's "
         "own, not adjusted. With one seed per row there is no spread, and the step cannot "
-        "be judged. docs/statistics.md explains the method.",
+        "be judged. A row without a published number has no claim to test: **better** or "
+        f"**worse** when p (Holm) ≤ {ALPHA:g}, else **within noise**, and *published Δ* and "
+        "*seeds to resolve* are –. A row whose parent did not run in this sweep says so. "
+        "docs/statistics.md explains the method.",
         "",
     ]
     if not judged:
@@ -173,10 +187,10 @@ def verdict_section(rows: Sequence[Row]) -> list[str]:
     header = ("step", "change", "vs", "published Δ", "rerun Δ", "95% interval of Δ", "p",
               "p (Holm)", "verdict", "seeds to resolve")  # fmt: skip
     lines = [
-        (r.label, r.published.change, v.parent, fmt(v.published_diff, signed=True),
+        (r.label, r.change, v.parent, fmt(v.published_diff, signed=True),
          fmt(v.diff, signed=True), f"[{v.test.low:+.4f}, {v.test.high:+.4f}]" if v.test else "–",
          fmt_p(v.test.p_value if v.test else None), fmt_p(v.p_holm), f"**{v.verdict}**",
-         v.seeds_to_resolve if v.verdict == "within noise" else "–")
+         v.seeds_to_resolve if v.verdict == "within noise" and v.seeds_to_resolve else "–")
         for r in judged
         for v in [r.verdict]
     ]  # fmt: skip
@@ -185,7 +199,17 @@ def verdict_section(rows: Sequence[Row]) -> list[str]:
     parts = ", ".join(f"{verdict}: {n}" for verdict, n in counts.most_common())
     text.append(f"- Steps compared: {len(judged)} ({parts}).")
     steps = [r for r in judged if r.verdict.diff is not None]
-    if steps:
+    if steps and not study:
+        gain = max(steps, key=lambda r: r.verdict.diff)
+        best = max((r for r in rows if r.summary.n), key=lambda r: r.summary.mean)
+        text += [
+            f"- Largest gain on rerun: {gain.label} ({fmt(gain.verdict.diff, signed=True)} over "
+            f"{gain.verdict.parent}; {gain.verdict.verdict}).",
+            f"- Best row: {best.label}, {fmt(best.summary.mean)} "
+            f"({fmt(best.summary.mean - BEST.recall, signed=True)} against the published best, "
+            f"{BEST.recall:.4f} after {EPOCHS} epochs).",
+        ]
+    elif steps:
         gain = max(steps, key=lambda r: r.verdict.diff)
         study = max(
             (run for run in PUBLISHED if run.parent),
@@ -267,35 +291,59 @@ def setup_section(runs: Sequence[Run], sweep_dirs: Sequence[Path]) -> list[str]:
     return text
 
 
+def section_text(
+    section: str, rows: Sequence[Row], figures: Sequence[tuple[str, str]]
+) -> list[str]:
+    """One section of results.md: the study's rows as the study's report, any other folder
+    of conf/experiment/ under its own title; results, verdicts and figures each."""
+    study = section == STUDY
+    text = [] if study else [
+        f"## {section_title(section)}",
+        "",
+        f"The rows of `conf/experiment/{section}/`: each changes one thing in its parent row "
+        "(the experiment its file's `defaults` names) and is judged against it.",
+        "",
+    ]  # fmt: skip
+    text += results_section(rows, study) + verdict_section(rows, study)
+    text += ["## Figures" if study else "### Figures", ""]
+    for name, caption in figures:
+        text += [f"**{caption}**", "", f"![{caption}]({name})", ""]
+    if not figures:
+        text += ["Not drawn: no finished runs to draw.", ""]
+    return text
+
+
 def write_markdown(
     path: Path,
     rows: Sequence[Row],
     runs: Sequence[Run],
     sweep_dirs: Sequence[Path],
-    figures: Sequence[str],
+    figures: dict[str, list[tuple[str, str]]],
     notes: Sequence[str],
 ) -> None:
-    """results.md: notes, setup, results, verdicts, figures, and the runs one by one."""
+    """results.md: notes, setup, each section's results, verdicts and figures (`figures`:
+    section -> (file, caption)), and the runs one by one."""
     command = " ".join(["python -m cifar_cnn.report", *map(str, sweep_dirs)])
     text = [f"# Study report\n\nWritten {datetime.now():%Y-%m-%d %H:%M} by `{command}`.\n"]
     text += [f"> **Note:** {note}\n" for note in [*notes, *setup_notes(rows)]]
-    text += setup_section(runs, sweep_dirs) + results_section(rows) + verdict_section(rows)
-    text += ["## Figures", ""]
-    for name in figures:
-        text += [f"**{FIGURES[name]}**", "", f"![{FIGURES[name]}]({name})", ""]
-    if not figures:
-        text += ["Not drawn: no finished runs to draw.", ""]
+    text += setup_section(runs, sweep_dirs)
+    for section, members in sections(rows):
+        text += section_text(section, members, figures[section])
     text += runs_sections(runs, rows)
     path.write_text("\n".join(text))
 
 
 def write_report(sweep_dirs: Sequence[Path], out_dir: Path | None = None) -> Path:
-    """Read the sweeps and write the report; returns the report directory."""
+    """Read the sweeps and write the report; returns the report directory. The experiment
+    files come from the config directories the sweeps recorded (`runs.config_dirs`)."""
     runs, notes = collect_runs(sweep_dirs)
-    rows = group_runs(runs)
+    rows = group_runs(runs, read_catalog(config_dirs(sweep_dirs)))
     out_dir = out_dir or sweep_dirs[0] / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = write_figures(out_dir, rows)
+    figures = {
+        section: write_figures(out_dir, members, section, None if section == STUDY else BEST)
+        for section, members in sections(rows)
+    }
     write_csv(out_dir / "results.csv", rows)
     write_markdown(out_dir / "results.md", rows, runs, sweep_dirs, figures, notes)
     return out_dir

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from cifar_cnn.analysis.runs import ReportError, Row, Run, collect_runs, read_run
+from cifar_cnn.analysis.rows import Row
+from cifar_cnn.analysis.runs import ReportError, Run, collect_runs, read_run
 from cifar_cnn.core.published import PUBLISHED
 from cifar_cnn.core.runfiles import SEARCH_RESULTS_FILE, SQLITE_PREFIX, STUDY_FILE, SWEEP_CONFIG
 

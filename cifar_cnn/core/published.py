@@ -3,7 +3,9 @@
 Source: "Image Classification using CNNs", course project, KTH EQ2425 (2022), restated in
 docs/STUDY.md ("The published runs"). Every row is one run with one seed, 300 epochs on the
 full CIFAR-10 (50,000 training and 10,000 test images); the metric is the average (macro)
-top-1 recall on the test set. The experiment names are those of conf/experiment/*.yaml.
+top-1 recall on the test set. The experiment names are those of conf/experiment/*.yaml;
+an experiment file without a number here is a row of the report all the same
+(core/experiments.py).
 """
 
 from dataclasses import dataclass
@@ -47,5 +49,7 @@ PUBLISHED: tuple[PublishedRun, ...] = (
 
 BY_NAME: dict[str, PublishedRun] = {run.name: run for run in PUBLISHED}
 STUDY_ORDER: tuple[str, ...] = tuple(run.name for run in PUBLISHED)
+# The study's best row (row 7): the reference line of the rows that go beyond the study.
+BEST: PublishedRun = max(PUBLISHED, key=lambda run: run.recall)
 # The study's conclusion names dropout the largest gain (among the steps after row 2).
 CLAIMED_LARGEST_GAIN = "dropout"
