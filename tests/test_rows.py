@@ -68,9 +68,9 @@ def test_parents_resolve_as_in_hydra_within_nested_folders(tmp_path):
         "experiment/default.yaml": "{}\n",
         "experiment/base.yaml": experiment([], "# The base.\n# Two lines.\n"),
         "experiment/beyond/a.yaml": experiment(["/experiment/base"], "# Row a.\n"),
-        "experiment/beyond/b.yaml": experiment(["a", {"override /optimizer": "adamw"}]),
+        "experiment/beyond/b.yaml": experiment(["/experiment/beyond/a", {"override /optimizer": "adamw"}]),
         "experiment/beyond/deep/c.yaml": experiment([{"/experiment/beyond": "b"}]),
-        "experiment/beyond/deep/d.yaml": experiment(["c", "/model/cnn"]),
+        "experiment/beyond/deep/d.yaml": experiment(["/experiment/beyond/deep/c", "/model/cnn"]),
     })  # fmt: skip
     catalog = read_catalog([conf])
     parents = {name: e.parent for name, e in catalog.items()}
@@ -95,7 +95,7 @@ def test_an_earlier_config_dir_hides_a_later_one_and_bad_parents_are_named(tmp_p
     catalog = read_catalog([first, second])
     assert catalog["x"].description == "first" and catalog["y"].parent is None  # no default
     write(first, {"experiment/beyond/z.yaml": experiment(["missing"])})
-    with pytest.raises(ExperimentError, match=r"z.yaml: its parent 'beyond/missing'"):
+    with pytest.raises(ExperimentError, match=r"z.yaml: its parent 'missing'"):
         read_catalog([first])
     write(first, {"experiment/beyond/z.yaml": experiment(["/experiment/x", "/experiment/y"])})
     with pytest.raises(ExperimentError, match="z.yaml: its defaults name 2 experiments"):
@@ -143,7 +143,7 @@ def beyond_conf(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "conf", conf)
     return write(conf, {
         "experiment/beyond/a.yaml": experiment(["/experiment/batchnorm"], "# Row a: flip.\n"),
-        "experiment/beyond/b.yaml": experiment(["a"], "# Row b: crop, on a.\n"),
+        "experiment/beyond/b.yaml": experiment(["/experiment/beyond/a"], "# Row b: crop, on a.\n"),
         "experiment/beyond/c.yaml": experiment(["/experiment/high_lr"], "# Row c.\n"),
     })  # fmt: skip
 

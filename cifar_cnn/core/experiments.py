@@ -2,7 +2,7 @@
 
 An experiment is named by its path under `conf/experiment/` without `.yaml` (`batchnorm`,
 `beyond/flip`); its parent is the one experiment in its `defaults` list, resolved by Hydra's
-rules (a name relative to its own folder, `/experiment/...` absolute), or the base config
+rules (a bare name within the experiment group, as `/experiment/...`, whatever the file's folder), or the base config
 `default` when it names none; its description is its header comment; its section is its
 folder (the top level is the study). Published numbers stay in core/published.py and are
 optional: an experiment without one is a row like any other.
@@ -75,8 +75,9 @@ def description(text: str) -> str:
 def _resolve(entry: object, group: str) -> str | None:
     """The config path a defaults entry selects, when it is an experiment; else None.
 
-    `name` and `{group: name}` entries are relative to the file's own group unless they start
-    with `/`; `override `/`optional ` prefixes and `@package` suffixes are Hydra's.
+    `name` and `{group: name}` entries are relative to the group the file is chosen from
+    (`experiment`, also for a file in a folder of it: Hydra resolves `- base` in
+    experiment/beyond/flip.yaml as experiment/base) unless they start with `/`; `override `/`optional ` prefixes and `@package` suffixes are Hydra's.
     """
     if isinstance(entry, str):
         if entry == "_self_":
@@ -106,8 +107,7 @@ def read_experiment(path: Path, name: str) -> Experiment:
     defaults = config.get("defaults", []) if isinstance(config, dict) else []
     if not isinstance(defaults, list):
         raise ExperimentError(f"{path}: `defaults` must be a list")
-    group = f"{EXPERIMENT_GROUP}/{name}".rpartition("/")[0]
-    parents = [p for p in (_resolve(entry, group) for entry in defaults) if p]
+    parents = [p for p in (_resolve(entry, EXPERIMENT_GROUP) for entry in defaults) if p]
     if len(parents) > 1:
         raise ExperimentError(
             f"{path}: its defaults name {len(parents)} experiments ({', '.join(parents)}); a "
@@ -138,7 +138,7 @@ def read_catalog(config_dirs: Iterable[Path] = (CONFIG_DIR,)) -> dict[str, Exper
         if experiment.parent and experiment.parent not in catalog:
             raise ExperimentError(
                 f"{experiment.path}: its parent {experiment.parent!r} is no experiment file "
-                f"(conf/experiment/{experiment.parent}.yaml); a name in `defaults` is relative "
-                "to the file's folder, /experiment/NAME from the top"
+                f"(conf/experiment/{experiment.parent}.yaml); a name in `defaults` is taken "
+                "from the top of conf/experiment/ (/experiment/beyond/NAME for a file in beyond/)"
             )
     return catalog
