@@ -328,3 +328,16 @@ def test_records_without_at_best_val_read_as_none_and_a_bad_one_is_named(tmp_pat
     path.write_text(json.dumps(data))
     with pytest.raises(RecordError, match=r"field at_best_val.epoch: 0 is outside \[1, inf\]"):
         read_record(path, RunRecord)
+
+
+def test_a_scheduled_step_that_logs_its_rate_does_not_wait_for_the_host(tmp_path, monkeypatch):
+    from test_gpu_path import SyncWindow  # the project's host-synchronisation counter
+
+    # SGD: AdamW's own step reads its step counter with .item(), a tensor it keeps on the
+    # CPU (unless capturable or fused), which this CPU-only counter cannot tell apart.
+    window = SyncWindow(epoch=1, first=2, last=6, monkeypatch=monkeypatch)
+    overrides = [*FAST, "scheduler=onecycle", "loss.label_smoothing=0.1", "logger=many",
+                 "trainer.log_every_n_steps=1", "data.synthetic_test_size=50"]  # fmt: skip
+    train(config(overrides), tmp_path, callbacks=[window])
+    assert window.steps == 5, "the window of steps was not reached"
+    assert window.mode.found == [], "\n".join(window.mode.found)
