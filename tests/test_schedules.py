@@ -217,6 +217,17 @@ def test_with_a_validation_split_the_best_epoch_is_kept_and_tested(tmp_path):
     assert one_epoch.at_best_val.epoch == 1 and one_epoch.at_best_val.test == one_epoch.test
 
 
+def test_a_missing_best_checkpoint_leaves_the_field_out_with_a_warning(tmp_path, caplog):
+    overrides = [*ONECYCLE, "scheduler=none"]
+    first = train(config(overrides), tmp_path, callbacks=[ValidationFalls()])
+    assert first.at_best_val.epoch == 1
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "checkpoints" / "best.ckpt").unlink()
+    again = train(config(overrides), tmp_path)  # resumes the finished checkpoint: tests again
+    assert again.at_best_val is None and again.test == first.test
+    assert "best.ckpt should hold epoch 1, the best validation recall, but" in caplog.text
+
+
 def test_without_a_validation_split_there_is_no_best_checkpoint_nor_field(tmp_path):
     record = train(config([*FAST, "trainer.max_epochs=1", "compute.threads=1"]), tmp_path)
     assert record.at_best_val is None
