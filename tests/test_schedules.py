@@ -217,6 +217,17 @@ def test_with_a_validation_split_the_best_epoch_is_kept_and_tested(tmp_path):
     assert one_epoch.at_best_val.epoch == 1 and one_epoch.at_best_val.test == one_epoch.test
 
 
+def test_a_missing_best_checkpoint_leaves_the_field_out_with_a_warning(tmp_path, caplog):
+    overrides = [*ONECYCLE, "scheduler=none"]
+    first = train(config(overrides), tmp_path, callbacks=[ValidationFalls()])
+    assert first.at_best_val.epoch == 1
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "checkpoints" / "best.ckpt").unlink()
+    again = train(config(overrides), tmp_path)  # resumes the finished checkpoint: tests again
+    assert again.at_best_val is None and again.test == first.test
+    assert "best.ckpt should hold epoch 1, the best validation recall, but" in caplog.text
+
+
 def test_without_a_validation_split_there_is_no_best_checkpoint_nor_field(tmp_path):
     record = train(config([*FAST, "trainer.max_epochs=1", "compute.threads=1"]), tmp_path)
     assert record.at_best_val is None
@@ -328,3 +339,16 @@ def test_records_without_at_best_val_read_as_none_and_a_bad_one_is_named(tmp_pat
     path.write_text(json.dumps(data))
     with pytest.raises(RecordError, match=r"field at_best_val.epoch: 0 is outside \[1, inf\]"):
         read_record(path, RunRecord)
+
+
+def test_a_scheduled_step_that_logs_its_rate_does_not_wait_for_the_host(tmp_path, monkeypatch):
+    from test_gpu_path import SyncWindow  # the project's host-synchronisation counter
+
+    # SGD: AdamW's own step reads its step counter with .item(), a tensor it keeps on the
+    # CPU (unless capturable or fused), which this CPU-only counter cannot tell apart.
+    window = SyncWindow(epoch=1, first=2, last=6, monkeypatch=monkeypatch)
+    overrides = [*FAST, "scheduler=onecycle", "loss.label_smoothing=0.1", "logger=many",
+                 "trainer.log_every_n_steps=1", "data.synthetic_test_size=50"]  # fmt: skip
+    train(config(overrides), tmp_path, callbacks=[window])
+    assert window.steps == 5, "the window of steps was not reached"
+    assert window.mode.found == [], "\n".join(window.mode.found)

@@ -106,14 +106,14 @@ class CIFARClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         optimizer = self.optimizer_factory(self.parameters())
+        if (self.scheduler_config or {}).get("name", "none") == "none":
+            return optimizer  # the study's constant rate; no Trainer needed
         scheduler = build_scheduler(
             optimizer,
             self.scheduler_config,
             self.trainer.estimated_stepping_batches,
             self.trainer.max_epochs,
         )
-        if scheduler is None:
-            return optimizer
         # Lightning saves and restores the scheduler's state with the checkpoint.
         step = {"scheduler": scheduler, "interval": "step"}
         return {"optimizer": optimizer, "lr_scheduler": step}

@@ -255,11 +255,12 @@ def _test_best(
     module: CIFARClassifier,
     datamodule: L.LightningDataModule,
     last: TestResults,
-) -> AtBestVal:
+) -> AtBestVal | None:
     """The test results at the epoch of best validation recall: `last`'s when that is the last
     epoch, else those of checkpoints/best.ckpt, tested by a Trainer without loggers or
-    callbacks (the run's logs and HParams hold the last epoch's). The module keeps the best
-    epoch's weights afterwards."""
+    callbacks (the run's logs and HParams hold the last epoch's); the module keeps the best
+    epoch's weights afterwards. None, with a warning, when best.ckpt does not hold that epoch
+    (a run resumed from another directory's `ckpt_path`): never another epoch's numbers."""
     history = module.history
     epoch, val_recall = best_validation(history)
     if epoch == history.epochs:
@@ -267,15 +268,15 @@ def _test_best(
     path = run_dir / BEST_CHECKPOINT
     try:
         checkpoint = read_checkpoint(path)
-        saved_epoch = history_of(checkpoint).epochs
+        problem = None if history_of(checkpoint).epochs == epoch else "holds another epoch"
     except ConfigError as e:
-        saved_epoch, reason = None, str(e)
-    if saved_epoch != epoch:  # never a test of another epoch under this one's name
-        raise ConfigError(
-            f"{path} should hold epoch {epoch}, the best validation recall of this run, but "
-            + (f"holds epoch {saved_epoch}" if saved_epoch else f"cannot be read ({reason})")
-            + "; rerun with resume=false to train the run again"
-        )
+        problem = str(e)
+    if problem:
+        log.warning(
+            "%s should hold epoch %d, the best validation recall, but %s; metrics.json gets no "
+            "at_best_val (resume=false trains the run again with it)", path, epoch, problem
+        )  # fmt: skip
+        return None
     module.load_state_dict(checkpoint["state_dict"])
     build_trainer(cfg.trainer, run_dir).test(module, datamodule=datamodule, verbose=False)
     return AtBestVal(epoch, val_recall, module.test_results)
