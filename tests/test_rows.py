@@ -68,7 +68,9 @@ def test_parents_resolve_as_in_hydra_within_nested_folders(tmp_path):
         "experiment/default.yaml": "{}\n",
         "experiment/base.yaml": experiment([], "# The base.\n# Two lines.\n"),
         "experiment/beyond/a.yaml": experiment(["/experiment/base"], "# Row a.\n"),
-        "experiment/beyond/b.yaml": experiment(["/experiment/beyond/a", {"override /optimizer": "adamw"}]),
+        "experiment/beyond/b.yaml": experiment(
+            ["/experiment/beyond/a", {"override /optimizer": "adamw"}]
+        ),
         "experiment/beyond/deep/c.yaml": experiment([{"/experiment/beyond": "b"}]),
         "experiment/beyond/deep/d.yaml": experiment(["/experiment/beyond/deep/c", "/model/cnn"]),
     })  # fmt: skip

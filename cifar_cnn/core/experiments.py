@@ -2,7 +2,8 @@
 
 An experiment is named by its path under `conf/experiment/` without `.yaml` (`batchnorm`,
 `beyond/flip`); its parent is the one experiment in its `defaults` list, resolved by Hydra's
-rules (a bare name within the experiment group, as `/experiment/...`, whatever the file's folder), or the base config
+rules (a bare name is taken in the experiment group, as `/experiment/...` is, whatever the
+file's folder), or the base config
 `default` when it names none; its description is its header comment; its section is its
 folder (the top level is the study). Published numbers stay in core/published.py and are
 optional: an experiment without one is a row like any other.
@@ -77,7 +78,8 @@ def _resolve(entry: object, group: str) -> str | None:
 
     `name` and `{group: name}` entries are relative to the group the file is chosen from
     (`experiment`, also for a file in a folder of it: Hydra resolves `- base` in
-    experiment/beyond/flip.yaml as experiment/base) unless they start with `/`; `override `/`optional ` prefixes and `@package` suffixes are Hydra's.
+    experiment/beyond/flip.yaml as experiment/base) unless they start with `/`;
+    `override `/`optional ` prefixes and `@package` suffixes are Hydra's.
     """
     if isinstance(entry, str):
         if entry == "_self_":
