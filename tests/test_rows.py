@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +26,7 @@ from cifar_cnn.core.experiments import (
     section_title,
 )
 from cifar_cnn.core.published import BEST, BY_NAME, PUBLISHED
-from cifar_cnn.core.record import RunRecord, read_record, write_record
+from cifar_cnn.core.record import AtBestVal, RunRecord, read_record, write_record
 from cifar_cnn.report import write_sweep_report
 from helpers import FAST, REPO, fake_record
 
@@ -294,3 +295,24 @@ def test_a_top_level_row_without_a_number_joins_the_study(tmp_path, mixed_rows):
     study = (report / "results.md").read_text().split("## Beyond the study")[0]
     assert "|  | wider | Wider, on row 7. | 3 of 3 |" in study
     assert "| wider | Wider, on row 7. | batchnorm | – |" in study and "**worse**" in study
+
+
+def test_the_test_recall_at_the_best_validation_epoch_is_shown_and_said_to_be(tmp_path):
+    """With a validation split the report shows the last epoch's test recall and, beside it,
+    that of the best-validation checkpoint, saying which is which."""
+    sweep = tmp_path / "sweep"
+    for seed, (epoch, recall) in enumerate([(2, 0.61), (3, 0.63)]):
+        run_dir = sweep / f"{seed}_experiment=batchnorm,seed={seed}"
+        run_dir.mkdir(parents=True)
+        last = fake_record(0.6, epochs=3, seed=seed, experiment="batchnorm", val_recall=0.5)
+        best_test = replace(last.test, recall=recall)
+        record = replace(last, at_best_val=AtBestVal(epoch, 0.55, best_test))
+        write_record(run_dir / "metrics.json", record)
+    report = write_sweep_report([sweep])
+    row = read_csv(report)["batchnorm"]
+    assert float(row["mean_recall"]) == pytest.approx(0.6)
+    assert float(row["mean_recall_at_best_val"]) == pytest.approx(0.62)
+    assert row["best_val_epochs"] == "2 3"
+    markdown = (report / "results.md").read_text()
+    assert "test recall at best validation (epoch)" in markdown
+    assert "| 0.6200 (2 3) |" in markdown and "never on test" in markdown

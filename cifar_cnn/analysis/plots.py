@@ -159,7 +159,8 @@ def overlay(
         _style_epochs(ax, max_epoch, [], "test recall (mean over seeds)")
         reference_line(ax, reference)
         ax.set_title("Test recall per epoch, all configurations (final recall in the legend)")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+    if ax.get_legend_handles_labels()[0]:  # none with a validation split (no test curves)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     return fig
 
 
