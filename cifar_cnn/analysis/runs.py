@@ -246,7 +246,8 @@ class Verdict:
     verdict: str
     test: Welch | None = None  # Welch's t test of `diff`; None below two seeds on a side
     p_holm: float | None = None  # the test's p-value, Holm-adjusted over the steps tested
-    seeds_to_resolve: int | None = None  # seeds per side to resolve `published_diff` (t test)
+    # Seeds per side to resolve `published_diff` (t test); None untested or without spread.
+    seeds_to_resolve: int | None = None
 
 
 @dataclass
@@ -300,7 +301,9 @@ def judge(row: Row, parent: Row | None, published: PublishedRun) -> Verdict:
     if reason:
         return Verdict(parent.label, diff, published_diff, reason)
     test = welch(mine, theirs)
-    seeds = seeds_to_resolve(published_diff, pooled_sd(mine, theirs))
+    spread = pooled_sd(mine, theirs)
+    # No spread and no difference (identical rows): more seeds would repeat the same numbers.
+    seeds = seeds_to_resolve(published_diff, spread) if spread > 0 else None
     verdict = decide(diff, test.p_value, published_diff)
     return Verdict(parent.label, diff, published_diff, verdict, test, test.p_value, seeds)
 

@@ -22,6 +22,7 @@ from cifar_cnn.analysis.runs import (
     REPORT_DIR,
     Row,
     Run,
+    Verdict,
     collect_runs,
     common_overrides,
     group_runs,
@@ -89,6 +90,11 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in records)
+
+
+def _seeds_text(v: Verdict) -> str | int:
+    """A step's seeds to resolve; `none` where its rows agree exactly (zero spread)."""
+    return "none (identical rows)" if v.seeds_to_resolve is None else v.seeds_to_resolve
 
 
 def results_section(rows: Sequence[Row]) -> list[str]:
@@ -165,7 +171,9 @@ def verdict_section(rows: Sequence[Row]) -> list[str]:
         f"α = {ALPHA:g}, power {POWER:g}) would need to detect a difference of the published "
         "size at the spread seen here (the two rows' pooled sd). The interval is each step's "
         "own, not adjusted. With one seed per row there is no spread, and the step cannot "
-        "be judged. docs/statistics.md explains the method.",
+        "be judged. *none*: both rows hold the same recall on every seed (zero spread), and "
+        "no number of seeds resolves a difference of zero. docs/statistics.md explains the "
+        "method.",
         "",
     ]
     if not judged:
@@ -176,7 +184,7 @@ def verdict_section(rows: Sequence[Row]) -> list[str]:
         (r.label, r.published.change, v.parent, fmt(v.published_diff, signed=True),
          fmt(v.diff, signed=True), f"[{v.test.low:+.4f}, {v.test.high:+.4f}]" if v.test else "–",
          fmt_p(v.test.p_value if v.test else None), fmt_p(v.p_holm), f"**{v.verdict}**",
-         v.seeds_to_resolve if v.verdict == "within noise" else "–")
+         _seeds_text(v) if v.verdict == "within noise" else "–")
         for r in judged
         for v in [r.verdict]
     ]  # fmt: skip
