@@ -98,7 +98,7 @@ def sweep_lines(sweep_dir: Path) -> list[str]:
     ]
     lines += [f"  {job.line()}" for job in jobs]
     if expected is None and (sweep_dir / SWEEP_CONFIG).is_file():
-        lines.append(f"  (jobs not started yet are not listed: {SWEEP_CONFIG} could not be read)")
+        lines.append(f"  (jobs not started are not listed: {SWEEP_CONFIG} could not be expanded)")
     epochs = ((config.get("trainer") or {}).get("max_epochs")) if config else None
     lines.append(f"whole sweep: {sweep_estimate(jobs, sweep_width(config), _int_or_none(epochs))}")
     retrain = sweep_dir / RETRAIN_DIR

@@ -224,3 +224,13 @@ def test_status_follows_a_parallel_sweep_from_running_to_finished(tmp_path):
         (run_dir,) = sweep.glob(f"{job}_*")
         assert len(re.findall(rf"\[job {job}\] {LINE}", (run_dir / "train.log").read_text())) == 4
     assert "it/s" not in output and "\r" not in output
+
+
+def test_damaged_files_are_named_and_an_unexpandable_sweep_lists_what_exists(tmp_path):
+    sweep = tmp_path / "sweep"
+    (make_job(sweep, "0_seed=0", "none") / "progress.json").write_text('{"epoch": "three"')
+    sweep_config(sweep, ["seed=0,1", "model.filters=choice(small"])  # not Hydra's grammar
+    lines = sweep_lines(sweep)
+    assert lines[0] == f"{sweep}: 1 jobs (1 unfinished)"
+    assert "progress.json: not readable JSON" in lines[1]
+    assert lines[2] == "  (jobs not started are not listed: multirun.yaml could not be expanded)"
