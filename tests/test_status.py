@@ -55,6 +55,13 @@ def test_a_run_logs_a_line_per_epoch_and_keeps_progress_json(tmp_path, caplog):
     assert (progress.epoch, progress.max_epochs, progress.recall_split) == (3, 3, "test")
     assert progress.recall == record.history.test_recall[-1] and progress.seconds_per_epoch > 0
     assert progress.pid == os.getpid() and progress.seconds_left == 0
+    # Continued to 4 epochs: only the new epoch is logged, timed in this process.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cifar_cnn"):
+        train(config([*FAST, "trainer.max_epochs=4"]), tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records if re.match(LINE, r.getMessage())]
+    assert [re.match(LINE, line).group(1, 2) for line in lines] == [("4", "4")]
+    assert read_progress(tmp_path / "run").epoch == 4
 
 
 # --- the status of a sweep, from files ----------------------------------------------------------
