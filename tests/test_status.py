@@ -64,6 +64,18 @@ def test_a_run_logs_a_line_per_epoch_and_keeps_progress_json(tmp_path, caplog):
     assert read_progress(tmp_path / "run").epoch == 4
 
 
+def test_no_bar_in_parallel_jobs_nor_in_a_slurm_jobs_log_file(monkeypatch):
+    from cifar_cnn.training.progress import bar_refresh
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert [bar_refresh(25, 1), bar_refresh(25, 2), bar_refresh(0, 1)] == [25, 0, 0]
+    monkeypatch.setenv("SLURM_JOB_ID", "12345")
+    assert bar_refresh(25, 1) == 0
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # srun --pty: a terminal
+    assert bar_refresh(25, 1) == 25
+
+
 # --- the status of a sweep, from files ----------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """One line per epoch in train.log, and `progress.json` for `cifar-cnn-status`.
 
-With the progress bar off (`progress_bar_refresh=0`, parallel sweep jobs, the search, SLURM)
+With the progress bar off (`progress_bar_refresh=0`, the search; always in parallel jobs and
+SLURM jobs, `bar_refresh`)
 a long run would log nothing between its layer table and its final line; this callback logs
 `epoch k/n: loss L, test recall R, S s` after every epoch (prefixed `[job N]` in parallel
 jobs, whose lines share one terminal) and rewrites the run's progress.json either way.
@@ -9,6 +10,7 @@ jobs, whose lines share one terminal) and rewrites the run's progress.json eithe
 import logging
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,14 @@ from cifar_cnn.core.progress import Progress, write_progress
 from cifar_cnn.training.module import CIFARClassifier
 
 log = logging.getLogger("cifar_cnn")
+
+
+def bar_refresh(refresh: int, concurrent_jobs: int) -> int:
+    """`progress_bar_refresh` as it applies here: 0 (no bar, a line per epoch instead) for
+    parallel jobs, whose bars would share one terminal line, and for a SLURM job writing to
+    its log file, where a bar's carriage returns are noise."""
+    slurm_file = "SLURM_JOB_ID" in os.environ and not sys.stderr.isatty()
+    return 0 if concurrent_jobs > 1 or slurm_file else refresh
 
 
 class EpochProgress(Callback):

@@ -39,7 +39,7 @@ from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.loggers import HParamsSummary, build_loggers
 from cifar_cnn.training.model import count_parameters, layer_summary
 from cifar_cnn.training.module import CIFARClassifier
-from cifar_cnn.training.progress import EpochProgress
+from cifar_cnn.training.progress import EpochProgress, bar_refresh
 from cifar_cnn.training.provenance import environment
 from cifar_cnn.training.trainer import build_trainer
 
@@ -151,8 +151,7 @@ def train(
         cfg.trainer.devices = runtime.trainer_devices(
             cfg.trainer.devices, cfg.trainer.accelerator, job_number, torch.cuda.device_count()
         )
-        if concurrent_jobs > 1:  # parallel jobs' bars would share one terminal line
-            cfg.progress_bar_refresh = 0
+        cfg.progress_bar_refresh = bar_refresh(cfg.progress_bar_refresh, concurrent_jobs)
         job = f"[job {job_number}] " if concurrent_jobs > 1 and job_number is not None else ""
         progress = EpochProgress(run_dir, log_epochs=cfg.progress_bar_refresh == 0, prefix=job)
         return _fit_and_test(cfg, run_dir, run_config, experiment, overrides, concurrent_jobs,
