@@ -253,3 +253,9 @@ def test_damaged_files_are_named_and_an_unexpandable_sweep_lists_what_exists(tmp
     assert lines[0] == f"{sweep}: 1 jobs (1 unfinished)"
     assert "progress.json: not readable JSON" in lines[1]
     assert lines[2] == "  (jobs not started are not listed: multirun.yaml could not be expanded)"
+
+
+def test_the_status_app_imports_neither_torch_nor_lightning():
+    code = "import sys, cifar_cnn.status; print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "[]", result.stderr
