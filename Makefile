@@ -24,8 +24,8 @@ VAL_SIZE ?=
 SEARCH_SEEDS ?=
 SEARCH_DIR ?=
 
-.PHONY: help install install-search study beyond sweep report search test test-fast lint bench \
-	bench-grid bench-gpu bench-overhead bench-augment tensorboard clean
+.PHONY: help install install-search study beyond sweep report status search test test-fast \
+	lint bench bench-grid bench-gpu bench-overhead bench-augment tensorboard clean
 .DEFAULT_GOAL := install
 
 ## help: list the targets
@@ -55,7 +55,7 @@ GRID := $(BIN)/python -m cifar_cnn.train -m 'experiment=glob(*)' seed=$(SEEDS) \
 ## study: train every published configuration (SEEDS, JOBS, ARGS), then the report
 # The report is written even when some jobs failed (it lists them), and make then fails.
 study: $(BIN)/.installed
-	@echo "sweep directory: $(SWEEP_DIR)"
+	@echo "sweep directory: $(SWEEP_DIR) (progress: make status SWEEP_DIR=$(SWEEP_DIR))"
 	$(GRID); status=$$?; $(BIN)/python -m cifar_cnn.report $(SWEEP_DIR) && exit $$status
 
 # make beyond: every experiment file of conf/experiment/beyond/ (Hydra's glob() does not
@@ -84,6 +84,11 @@ sweep: $(BIN)/.installed
 ## report: the report of SWEEP (default: the newest sweep in outputs/multiruns)
 report: $(BIN)/.installed
 	$(BIN)/python -m cifar_cnn.report $(SWEEP)
+
+## status: each job of SWEEP_DIR (default: the newest sweep): its state, epoch, time left
+status: $(BIN)/.installed
+	@$(BIN)/python -m cifar_cnn.status $(SWEEP) \
+		$(if $(filter command line environment,$(origin SWEEP_DIR)),$(SWEEP_DIR))
 
 ## search: a hyperparameter search, its best and the study's best retrained, the report
 # hparams_search=optuna, then the best trial (retrain/found) and the study's best
@@ -127,7 +132,7 @@ bench-gpu: $(BIN)/.installed
 
 ## bench-overhead: host time per step the Trainer path adds to a plain loop (about 15 s)
 bench-overhead: $(BIN)/.installed
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/overhead.py $(BENCH_ARGS)
 
 ## bench-augment: seconds per epoch with and without data.augment (flip, crop 4), alternating
 # 5 rounds of a process each way, 3 epochs each, on synthetic images (about 5 minutes on
@@ -137,8 +142,9 @@ bench-augment: $(BIN)/.installed
 
 ## tensorboard: serve outputs/ at http://localhost:6006 (TB_HOST=0.0.0.0: to the network)
 TB_HOST ?= localhost
+TB_PORT ?= 6006
 tensorboard: $(BIN)/.installed
-	$(BIN)/tensorboard --logdir outputs --host $(TB_HOST)
+	$(BIN)/tensorboard --logdir outputs --host $(TB_HOST) --port $(TB_PORT)
 
 ## clean: remove .venv and the tools' caches (outputs/ and data/ stay)
 clean:

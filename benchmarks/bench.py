@@ -61,8 +61,8 @@ from common import BATCH, MODELS, ROOT, machine, recorded_command, spread, write
 from startup import DATA_ENV, measure_startup, startup_data
 from workers import measure
 
+from cifar_cnn.core.cifar10 import TRAIN_SIZE as EPOCH_IMAGES
 from cifar_cnn.core.published import EPOCHS, STUDY_ORDER
-from cifar_cnn.core.published import TRAIN_SIZE as EPOCH_IMAGES
 
 TEST_IMAGES = 10_000  # CIFAR-10's test set, evaluated after every epoch in a real run
 MODES = {

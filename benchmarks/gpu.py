@@ -60,8 +60,9 @@ PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 def plan(jobs: list[int], on_gpu: bool) -> list[dict]:
     """The cells, most informative first: name, precision, N, extra overrides, MPS wanted."""
     many = sorted((n for n in jobs if n > 1), reverse=True)
-    top, mid = many[0], sorted(jobs)[len(jobs) // 2]
-    order = list(dict.fromkeys([top, mid, *many]))
+    mid = sorted(jobs)[len(jobs) // 2]
+    order = list(dict.fromkeys([many[0], mid, *many])) if many else []  # --jobs 1: N=1 only
+    top = many[0] if many else 1
     cells = [("fp32", 1, [])]
     for i, n in enumerate(order):
         pair = [("fp32", n, []), ("bf16", n, [])]

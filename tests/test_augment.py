@@ -2,10 +2,6 @@
 the draws follow (seed, epoch) alone, only training batches change, bad values are refused,
 and a resumed run with augmentation matches an uninterrupted one."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +11,7 @@ from cifar_cnn.training.augment import Augment, augment_batch
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.data import CIFAR10DataModule, normalise
 from cifar_cnn.training.run import train
-from helpers import FAST, REPO, config
+from helpers import FAST, config
 
 ON = {"flip": True, "crop_padding": 4}
 
@@ -148,21 +144,3 @@ def test_a_resumed_run_with_augmentation_matches_an_uninterrupted_one(tmp_path):
     assert resumed.test == straight.test
     plain = train(config(FAST), tmp_path / "plain")
     assert plain.history.train_loss != straight.history.train_loss  # augmentation did act
-
-
-@pytest.mark.slow
-def test_the_augmentation_benchmark_runs_in_quick_mode(tmp_path):
-    output = tmp_path / "augment.json"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/augment.py", "--quick", f"--output={output}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "on/off" in result.stdout and "CPU: " in result.stdout
-    measured = json.loads(output.read_text())
-    assert {run["mode"] for run in measured["runs"]} == {"off", "on"}
-    assert all(len(run["epoch_seconds"]) == 2 for run in measured["runs"])
-    assert measured["ratio_on_off"]["median"] > 0 and measured["machine"]["cpu"]

@@ -51,6 +51,7 @@ CONSOLE = {  # the console commands of pyproject.toml's [project.scripts]
     "cifar-cnn-predict": "cifar_cnn.predict",
     "cifar-cnn-report": "cifar_cnn.report",
     "cifar-cnn-search": "cifar_cnn.search",
+    "cifar-cnn-status": "cifar_cnn.status",
 }
 # Hydra's own flags: they change what the app prints, not which config it composes.
 HYDRA_FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "--resolve"}

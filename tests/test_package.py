@@ -19,6 +19,7 @@ COMMANDS = {  # console command -> the module of its `python -m` form
     "cifar-cnn-predict": "cifar_cnn.predict",
     "cifar-cnn-report": "cifar_cnn.report",
     "cifar-cnn-search": "cifar_cnn.search",
+    "cifar-cnn-status": "cifar_cnn.status",
 }
 
 
@@ -94,3 +95,9 @@ def test_the_console_commands_run_from_a_non_editable_install(wheel, tmp_path):
     assert "experiment: batchnorm, big_batch" in train_help and "max_epochs: 300" in train_help
     assert "SWEEP_DIR" in run(str(bin_dir / "cifar-cnn-report"), "--help")
     assert all((bin_dir / command).is_file() for command in COMMANDS)
+    # The status expands a sweep's experiment=glob(*) from the configs inside the package.
+    sweep = elsewhere / "sweep"
+    sweep.mkdir()
+    overrides = "hydra:\n  overrides:\n    task: ['experiment=glob(*)', seed=0]\n"
+    (sweep / "multirun.yaml").write_text(overrides)
+    assert "10 jobs (10 not started)" in run(str(bin_dir / "cifar-cnn-status"), str(sweep))

@@ -325,3 +325,14 @@ def test_published_table_is_consistent() -> None:
     assert set(STUDY_ORDER) <= experiments
     for run in PUBLISHED:
         assert run.parent is None or BY_NAME[run.parent].row < run.row
+
+
+def test_identical_rows_without_spread_need_no_seeds_count_but_say_none() -> None:
+    # Both rows hold 0.5 on every seed: Δ 0 with zero spread. The t-test sizing would say 2
+    # seeds (any difference beats zero noise); no number of seeds resolves a difference of 0.
+    rows = steps([0.5, 0.5], filters=[0.5, 0.5])
+    step = rows[1].verdict
+    assert step.verdict == "within noise" and step.diff == 0 and step.seeds_to_resolve is None
+    filters = next(line for line in verdict_section(rows) if line.startswith("| filters"))
+    assert filters.endswith("| **within noise** | none (identical rows) |")
+    assert "no number of seeds resolves a difference of zero" in "\n".join(verdict_section(rows))

@@ -44,7 +44,8 @@ class Verdict:
     verdict: str
     test: Welch | None = None  # Welch's t test of `diff`; None below two seeds on a side
     p_holm: float | None = None  # the test's p-value, Holm-adjusted over its section's tests
-    seeds_to_resolve: int | None = None  # seeds per side to resolve `published_diff` (t test)
+    # Seeds per side to resolve `published_diff` (t test); None untested or without spread.
+    seeds_to_resolve: int | None = None
 
 
 @dataclass
@@ -128,7 +129,9 @@ def judge(row: Row, parent: Row | None, parent_name: str | None = None) -> Verdi
     if reason:
         return Verdict(parent.label, diff, claimed, reason)
     test = welch(mine, theirs)
-    seeds = seeds_to_resolve(claimed, pooled_sd(mine, theirs)) if claimed else None
+    spread = pooled_sd(mine, theirs)
+    # No spread and no difference (identical rows): more seeds would repeat the same numbers.
+    seeds = seeds_to_resolve(claimed, spread) if claimed and spread > 0 else None
     verdict = decide(diff, test.p_value, claimed)
     return Verdict(parent.label, diff, claimed, verdict, test, test.p_value, seeds)
 

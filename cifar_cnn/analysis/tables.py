@@ -21,7 +21,14 @@ from datetime import datetime
 from pathlib import Path
 
 from cifar_cnn.analysis.plots import write_figures
-from cifar_cnn.analysis.rows import Row, common_overrides, group_runs, sections, setup_notes
+from cifar_cnn.analysis.rows import (
+    Row,
+    Verdict,
+    common_overrides,
+    group_runs,
+    sections,
+    setup_notes,
+)
 from cifar_cnn.analysis.runs import REPORT_DIR, Run, collect_runs, config_dirs
 from cifar_cnn.analysis.stats import ALPHA, POWER, fmt_p
 from cifar_cnn.analysis.text import data_text, fmt, fmt_duration, joined, md_table, precision_text
@@ -163,6 +170,13 @@ REFERENCE_TEXT = (
 )
 
 
+def _seeds_text(v: Verdict) -> str | int:
+    """A step's seeds to resolve: `none` where its rows agree exactly (zero spread)."""
+    if v.verdict != "within noise" or v.published_diff is None:
+        return "–"
+    return "none (identical rows)" if v.seeds_to_resolve is None else v.seeds_to_resolve
+
+
 def _published_step(run: PublishedRun) -> str:
     gain = run.recall - BY_NAME[run.parent].recall
     return f"{run.name} ({fmt(gain, signed=True)} over {run.parent})"
@@ -192,7 +206,9 @@ def verdict_section(rows: Sequence[Row], study: bool = True) -> list[str]:
         f"α = {ALPHA:g}, power {POWER:g}) would need to detect a difference of the published "
         "size at the spread seen here (the two rows' pooled sd). The interval is each step's "
         "own, not adjusted. With one seed per row there is no spread, and the step cannot "
-        "be judged. A row without a published number has no claim to test: **better** or "
+        "be judged. *none*: both rows hold the same recall on every seed (zero spread), and "
+        "no number of seeds resolves a difference of zero. A row without a published number "
+        "has no claim to test: **better** or "
         f"**worse** when p (Holm) ≤ {ALPHA:g}, else **within noise**, and *published Δ* and "
         "*seeds to resolve* are –. A row whose parent did not run in this sweep says so. "
         "docs/statistics.md explains the method.",
@@ -206,7 +222,7 @@ def verdict_section(rows: Sequence[Row], study: bool = True) -> list[str]:
         (r.label, r.change, v.parent, fmt(v.published_diff, signed=True),
          fmt(v.diff, signed=True), f"[{v.test.low:+.4f}, {v.test.high:+.4f}]" if v.test else "–",
          fmt_p(v.test.p_value if v.test else None), fmt_p(v.p_holm), f"**{v.verdict}**",
-         v.seeds_to_resolve if v.verdict == "within noise" and v.seeds_to_resolve else "–")
+         _seeds_text(v))
         for r in judged
         for v in [r.verdict]
     ]  # fmt: skip

@@ -17,6 +17,7 @@ HYDRA_DIR = ".hydra"  # the composed config and overrides of every run (cifar_cn
 EVAL_FILE = "eval.json"  # written by `cifar_cnn.evaluate` into its own run directory
 PREDICTIONS_FILE = "predictions.csv"  # written by `cifar_cnn.predict`
 LOCK_FILE = ".lock"  # held while a process trains in the run directory
+PROGRESS_FILE = "progress.json"  # rewritten after every epoch (core/progress.py)
 # A sweep directory's own files: the sweep's config (Hydra's sweepers and the search's write
 # it), and for a search (hparams_search=optuna) the Optuna study in SQLite and its best trial.
 SWEEP_CONFIG = "multirun.yaml"
@@ -24,7 +25,15 @@ STUDY_FILE = "optuna.db"  # as conf/hparams_search/optuna.yaml stores it
 SEARCH_RESULTS_FILE = "optimization_results.yaml"  # written by the sweeper when it finishes
 SQLITE_PREFIX = "sqlite:///"  # an SQLite storage URL's prefix
 # Outside a Hydra sweep, a subdirectory with none of these is not a run.
-RUN_MARKERS = (METRICS_FILE, FAILED_FILE, "checkpoints", TENSORBOARD_DIR, LOG_FILE, HYDRA_DIR)
+RUN_MARKERS = (
+    METRICS_FILE,
+    FAILED_FILE,
+    PROGRESS_FILE,
+    "checkpoints",
+    TENSORBOARD_DIR,
+    LOG_FILE,
+    HYDRA_DIR,
+)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -48,6 +48,7 @@ from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.loggers import HParamsSummary, build_loggers
 from cifar_cnn.training.model import count_parameters, layer_summary
 from cifar_cnn.training.module import CIFARClassifier
+from cifar_cnn.training.progress import EpochProgress, bar_refresh
 from cifar_cnn.training.provenance import environment
 from cifar_cnn.training.trainer import build_trainer
 
@@ -139,7 +140,8 @@ def train(
 
     `experiment` and `overrides` go into the record for the report; `concurrent_jobs` is how
     many runs share this machine (for the thread count); `job_number`, a sweep job's number,
-    picks its GPU where several are visible (runtime.trainer_devices); `callbacks` are added to the
+    picks its GPU where several are visible (runtime.trainer_devices) and, with several jobs
+    at once, prefixes its per-epoch log lines (no progress bar then); `callbacks` are added to the
     Trainer's own; `on_start` is called once the run directory is locked and will be trained
     in (the Hydra app saves the run's config files then).
     """
@@ -158,8 +160,11 @@ def train(
         cfg.trainer.devices = runtime.trainer_devices(
             cfg.trainer.devices, cfg.trainer.accelerator, job_number, torch.cuda.device_count()
         )
+        cfg.progress_bar_refresh = bar_refresh(cfg.progress_bar_refresh, concurrent_jobs)
+        job = f"[job {job_number}] " if concurrent_jobs > 1 and job_number is not None else ""
+        progress = EpochProgress(run_dir, log_epochs=cfg.progress_bar_refresh == 0, prefix=job)
         return _fit_and_test(cfg, run_dir, run_config, experiment, overrides, concurrent_jobs,
-                             callbacks)  # fmt: skip
+                             [*callbacks, progress])  # fmt: skip
 
 
 def _fit_and_test(
