@@ -70,6 +70,9 @@ KEYS: tuple[Key, ...] = (
     Key("logger.", **_SETTING, why="where metrics go; the run directory's files are the record"),
     Key("resume", **_SETTING, why="how to start, not what to compute"),
     Key("ckpt_path", **_SETTING, why="how to start, not what to compute"),
+    # --- guards (issue 23): added by the guards branch ---
+    Key("overwrite_finished", **_SETTING, why="whether a finished run may be discarded"),
+    # --- end guards ---
     Key("checkpoint_every_n_epochs", **_SETTING, why="how often to save"),
     Key("progress_bar_refresh", **_SETTING, why="display"),
     Key("images", **_SETTING, why="predict: the files to label (a path)"),

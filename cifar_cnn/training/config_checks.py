@@ -6,12 +6,14 @@ the network fits in the memory of the machine; `validate_launch` checks the laun
 sweeper's counts, which only the Hydra entry point can read.
 """
 
+import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_cnn.core.cifar10 import IMAGE_SIZE
@@ -78,6 +80,7 @@ def validate_config(cfg: DictConfig, app: str = "train", check_memory: bool = Tr
     _check_devices(groups["trainer"].get("devices", 1))
     if app == "train":
         _check_model(groups["model"])
+        _check_optimizer(groups["optimizer"])
         if check_memory:
             _check_memory(groups)
 
@@ -97,6 +100,45 @@ def _check_model(model: dict) -> None:
             f"length: one kernel size per convolution (presets: {dict(FILTER_PRESETS)})"
         )
     feature_map_sizes(kernels)
+
+
+def _check_optimizer(optimizer: dict) -> None:
+    """Build the optimiser on one parameter, so that its own checks (a keyword of the wrong
+    type or range, e.g. Adam's `betas`) are named before the run, not raised inside torch."""
+    target = optimizer["_target_"]
+    try:
+        factory = get_method(target)
+    except Exception as e:
+        raise ConfigError(
+            f"optimizer._target_={target} cannot be imported ({e}); use a torch.optim class, "
+            "e.g. optimizer._target_=torch.optim.SGD"
+        ) from None
+    kwargs = {k: v for k, v in optimizer.items() if k not in ("_target_", "_partial_")}
+    error = _optimizer_error(factory, kwargs)
+    if error is None:
+        return
+    # The key whose removal lets the optimiser build is the one to name.
+    blamed = [k for k in kwargs if _optimizer_error(factory, dict(kwargs, **{k: _DEFAULT})) is None]
+    if blamed:
+        key = blamed[0]
+        default = inspect.signature(factory).parameters[key].default
+        hint = "" if default is inspect.Parameter.empty else f" (its default is {default!r})"
+        raise ConfigError(f"optimizer.{key}={kwargs[key]!r} is refused by {target}: {error}{hint}")
+    shown = " ".join(f"optimizer.{k}={v!r}" for k, v in kwargs.items())
+    raise ConfigError(f"{target} refuses the optimizer keys {shown}: {error}")
+
+
+_DEFAULT = object()  # a keyword left at the optimiser's default
+
+
+def _optimizer_error(factory: Callable, kwargs: dict) -> str | None:
+    """The error building `factory` with `kwargs` gives on one parameter, or None."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not _DEFAULT}
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def _check_devices(devices: object) -> None:

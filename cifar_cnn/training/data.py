@@ -167,6 +167,18 @@ def _cifar10_directory(root: Path, download: bool) -> Path:
     return directory
 
 
+def resolve_root(root: str | Path) -> Path:
+    """`root` (data.root) as an absolute path with links resolved; DataError when it cannot be
+    resolved (a symlink loop)."""
+    try:
+        return Path(root).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # Python 3.11 reports a symlink loop as RuntimeError
+        raise DataError(
+            f"data.root={root} cannot be resolved ({e}); point data.root at a real folder "
+            "(a link that leads back to itself is a loop)"
+        ) from e
+
+
 def _fingerprint(paths: list[Path]) -> str:
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
     for path in paths:
@@ -254,7 +266,7 @@ def load_arrays(
     """Decoded CIFAR-10 from `source` as uint8 NHWC images and int64 labels."""
     if source == "synthetic":
         return synthetic_arrays(synthetic_train_size, synthetic_test_size)
-    root = Path(root).expanduser().resolve()  # one cache key however the folder is named
+    root = resolve_root(root)  # one cache key however the folder is named
     if source == "cifar10":
         directory = _cifar10_directory(root, download)
         paths = [directory / n for n in TRAIN_BATCHES + TEST_BATCHES]
