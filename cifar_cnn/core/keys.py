@@ -10,6 +10,7 @@ match on resume. Free of torch, Lightning and Hydra.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -85,6 +86,8 @@ KEYS: tuple[Key, ...] = (
 _UNKNOWN = Key("", **_RESULT, why="not in the table: taken to change the result")
 # Characters that must not reach a directory name (a `/` would nest directories).
 _UNSAFE = str.maketrans({"/": "_", "\\": "_", "\0": "_"})
+# A file name has at most 255 bytes; the run name follows a time stamp (or a job number).
+NAME_BYTES = 200
 
 
 def lookup(key: str) -> Key:
@@ -99,13 +102,20 @@ def lookup(key: str) -> Key:
 
 def run_name(overrides: Iterable[str]) -> str:
     """`_k=v,k=v` from the overrides that name a run (sorted, as Hydra's override_dirname),
-    with path separators in values replaced; "" when none do."""
+    with path separators in values replaced; "" when none do. A name over NAME_BYTES bytes is
+    cut and ends in `~` and a hash of the whole name, so that it stays unique."""
     items = []
     for item in overrides:
         key, _, value = str(item).partition("=")
         if lookup(key).names_run:
             items.append(f"{key}={value.translate(_UNSAFE)}")
-    return f"_{','.join(sorted(items))}" if items else ""
+    name = f"_{','.join(sorted(items))}" if items else ""
+    encoded = name.encode()
+    if len(encoded) <= NAME_BYTES:
+        return name
+    # Too long for a directory name: a readable start, then a hash of the whole keeps it unique.
+    digest = hashlib.sha1(encoded).hexdigest()[:16]
+    return encoded[: NAME_BYTES - 17].decode(errors="ignore") + f"~{digest}"
 
 
 def splits_rows(key: str) -> bool:

@@ -218,13 +218,25 @@ def _check_memory(groups: dict) -> None:
     data = groups["data"]
     if data["source"] == "synthetic":
         images = data["synthetic_train_size"] + data["synthetic_test_size"]
+        data_keys = (
+            f"data.synthetic_train_size={data['synthetic_train_size']}, "
+            f"data.synthetic_test_size={data['synthetic_test_size']}"
+        )
     else:
         images = CIFAR10_IMAGES
+        data_keys = f"{images} CIFAR-10 images"
     need = memory_need(groups["model"], data["batch_size"], data["eval_batch_size"], images)
     free, where = available_memory(groups["trainer"]["accelerator"])
     if free is None or need <= free:
         return
     gib = 2**30
+    data_bytes = images * 3 * IMAGE_SIZE**2
+    if data_bytes > need / 2:  # the images, not the network, are what does not fit
+        raise ConfigError(
+            f"this run needs about {need / gib:.1f} GiB, {data_bytes / gib:.1f} GiB of it for "
+            f"the images held in memory ({data_keys}), but {where} has {free / gib:.1f} GiB "
+            "free; use fewer images (each takes 3 KiB)"
+        )
     raise ConfigError(
         f"this network needs about {need / gib:.1f} GiB (model.filters={groups['model']['filters']}"
         f", model.hidden={groups['model']['hidden']}, data.batch_size={data['batch_size']}, "

@@ -30,7 +30,7 @@ BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 CACHE_NAME = "cifar_cnn_uint8.pt"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed by the files' bytes (1: by their size and modification time)
 # The fixed class-mixed order in which folder and synthetic training images are stored:
 # without shuffling, class-sorted images leave the network at chance (docs/STUDY.md).
 STORAGE_ORDER_SEED = 0
@@ -179,11 +179,19 @@ def resolve_root(root: str | Path) -> Path:
         ) from e
 
 
-def _fingerprint(paths: list[Path]) -> str:
+def fingerprint(paths: list[Path]) -> str:
+    """The decoded-image cache's key: a hash of the files' names and bytes, so that a file
+    whose pixels changed is noticed even when its size and modification time were kept
+    (`cp -p`, `rsync -a`). Reading the bytes costs a fraction of decoding them
+    (benchmarks/cache_key.py)."""
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
     for path in paths:
-        stat = path.stat()
-        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise DataError(f"{path} cannot be read ({e.strerror or e}); fix its access") from e
+        digest.update(f"{path}\0{len(data)}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 
@@ -262,8 +270,10 @@ def load_arrays(
     download: bool = False,
     synthetic_train_size: int = 4000,
     synthetic_test_size: int = 1000,
+    need_train: bool = True,
 ) -> Arrays:
-    """Decoded CIFAR-10 from `source` as uint8 NHWC images and int64 labels."""
+    """Decoded CIFAR-10 from `source` as uint8 NHWC images and int64 labels. Without
+    `need_train` (evaluating), a folder's train/<class>/ folders may be empty."""
     if source == "synthetic":
         return synthetic_arrays(synthetic_train_size, synthetic_test_size)
     root = resolve_root(root)  # one cache key however the folder is named
@@ -276,7 +286,7 @@ def load_arrays(
             test_x, test_y = _read_pickle_batches(directory, TEST_BATCHES)
             return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
-        return _cached(directory / CACHE_NAME, _fingerprint(paths), build)
+        return _cached(directory / CACHE_NAME, fingerprint(paths), build)
     if source == "folder":
         if not root.is_dir():
             raise DataError(
@@ -284,7 +294,8 @@ def load_arrays(
                 "DATA_ROOT/{train,test}/<class>/*.png|jpg"
             )
         # A folder of test images alone is enough to evaluate; training refuses it (setup).
-        train_files = folder_files(root, "train") if (root / "train").exists() else []
+        has_train = (root / "train").exists()
+        train_files = folder_files(root, "train", required=need_train) if has_train else []
         test_files = folder_files(root, "test")
 
         def build() -> Arrays:
@@ -306,7 +317,7 @@ def load_arrays(
             }
 
         paths = [p for p, _ in train_files + test_files]
-        return _cached(root / CACHE_NAME, _fingerprint(paths), build)
+        return _cached(root / CACHE_NAME, fingerprint(paths), build)
     raise DataError(f"data.source={source!r} is unknown; use one of {', '.join(SOURCES)}")
 
 
@@ -353,7 +364,13 @@ class CIFAR10DataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.arrays is not None:
             return
-        arrays = load_arrays(self.source, self.root, self.download, *self.synthetic_sizes)
+        arrays = load_arrays(
+            self.source,
+            self.root,
+            self.download,
+            *self.synthetic_sizes,
+            need_train=stage in (None, "fit"),
+        )
         if self.val_size:
             keep, held_out = stratified_split(arrays["train_y"], self.val_size, self.split_seed)
             images, labels = arrays.pop("train_x"), arrays.pop("train_y")

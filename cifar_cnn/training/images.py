@@ -69,10 +69,12 @@ def read_rgb(path: Path, size: int) -> tuple[Tensor, bool]:
     return to_tensor(image), converted
 
 
-def folder_files(root: Path, split: str) -> list[tuple[Path, int]]:
+def folder_files(root: Path, split: str, required: bool = True) -> list[tuple[Path, int]]:
     """(file, label) of the images in root/split/<class>/, in class order. A class folder
-    without images is refused; folders that are not CIFAR-10 classes and files that are not
-    images are left out with a warning naming them; hidden files are ignored."""
+    without images is refused, unless the split is not `required` (evaluating reads no
+    training images, so empty train/<class>/ folders are fine then); folders that are not
+    CIFAR-10 classes and files that are not images are left out with a warning naming them;
+    hidden files are ignored."""
     split_dir = root / split
     missing = [c for c in CLASSES if not (split_dir / c).is_dir()]
     if missing:
@@ -89,7 +91,7 @@ def folder_files(root: Path, split: str) -> list[tuple[Path, int]]:
         skipped += [p for p in visible if p not in images]
         counts.append(f"{name} {len(images)}")
     empty = [c.split()[0] for c in counts if c.endswith(" 0")]
-    if empty:
+    if empty and required:
         raise DataError(
             f"image folder {split_dir}: the class folders {', '.join(empty)} hold no images "
             f"(suffixes {', '.join(IMAGE_SUFFIXES)}); every CIFAR-10 class needs {split} images "

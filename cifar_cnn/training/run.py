@@ -38,7 +38,7 @@ from cifar_cnn.training import runtime
 from cifar_cnn.training.checkpoint import checkpoint_to_resume, config_mismatches
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.data import resolve_root
-from cifar_cnn.training.loggers import HParamsSummary, build_loggers
+from cifar_cnn.training.loggers import HParamsSummary, build_loggers, check_loggers
 from cifar_cnn.training.model import count_parameters, layer_summary
 from cifar_cnn.training.module import CIFARClassifier
 from cifar_cnn.training.provenance import environment
@@ -161,6 +161,7 @@ def train(
     in (the Hydra app saves the run's config files then).
     """
     validate_config(cfg)
+    check_loggers(cfg.get("logger"))
     runtime.check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     cfg = cfg.copy()
     cfg.data.root = str(resolve_root(cfg.data.root))
