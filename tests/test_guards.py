@@ -135,3 +135,16 @@ def test_values_torch_or_lightning_would_refuse_mid_run_are_named_first(override
 )
 def test_values_torch_and_lightning_accept_pass(overrides):
     validate_config(config([*FAST, *overrides]))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_a_damaged_checkpoint_of_an_unfinished_run_is_named_with_resume_false(tmp_path, damage):
+    train(config(ONE_EPOCH), tmp_path)
+    (tmp_path / "metrics.json").unlink()
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2] if damage == "truncated" else bytes(range(256)))
+    message = r"this run's checkpoint .*last.ckpt cannot be resumed: not a readable .*resume=false"
+    with pytest.raises(ConfigError, match=message):
+        train(config(FAST), tmp_path)
+    assert train(config([*FAST, "resume=false"]), tmp_path).epochs == 2

@@ -6,6 +6,7 @@ import errno
 import os
 
 import pytest
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from PIL import Image
@@ -144,3 +145,22 @@ def test_output_folders_and_storages_that_cannot_be_made_are_named(tmp_path, arg
     assert result.returncode != 0 and message.format(**paths) in result.stdout, result.stdout
     assert "Traceback" not in result.stdout
     assert not paths["dir"].exists() or not any(paths["dir"].glob("*/metrics.json"))
+
+
+def test_a_cache_file_replaced_by_hand_is_rebuilt_not_trained_on(tmp_path, caplog):
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    first = load_arrays("folder", root)
+    cache = root / "cifar_cnn_uint8.pt"
+    stored = torch.load(cache, weights_only=True)
+    stored["arrays"] = {"train_x": torch.zeros(1)}  # the right key, the wrong contents
+    torch.save(stored, cache)
+    again = load_arrays("folder", root)
+    assert "is corrupt" in caplog.text and torch.equal(again["train_x"], first["train_x"])
+
+
+def test_a_folder_inside_a_class_folder_is_named_as_left_out(tmp_path, caplog):
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    (root / "train" / "cat" / "more").mkdir()
+    Image.new("RGB", (32, 32)).save(root / "train" / "cat" / "more" / "x.png")
+    assert len(load_arrays("folder", root)["train_y"]) == 10
+    assert "left out 1 folders inside class folders (cat/more)" in caplog.text

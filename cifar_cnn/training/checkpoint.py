@@ -117,7 +117,7 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
             raise KeyError("no cifar_cnn run config or weights")
         history_of(checkpoint)
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise ConfigError(
             f"{key}={path}: not a readable cifar_cnn checkpoint ({type(e).__name__}: "
             f"{reason}); delete it or pass another, e.g. {EXAMPLE}"
@@ -158,7 +158,17 @@ def checkpoint_to_resume(
         if not resume:
             log.info("resume=false: starting over; %s will be replaced", path)
             return None
-    checkpoint = read_checkpoint(path)
+    try:
+        checkpoint = read_checkpoint(path)
+    except ConfigError as e:
+        if ckpt_path:
+            raise
+        raise ConfigError(
+            f"this run's checkpoint {path} cannot be resumed: {str(e).split(': ', 1)[-1]}".split(
+                "; delete it"
+            )[0]
+            + "; pass resume=false to start the run over (the checkpoint is replaced)"
+        ) from e
     mismatches = config_mismatches(saved_run_config(checkpoint), run_config)
     if mismatches:
         raise ConfigError(

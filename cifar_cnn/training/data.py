@@ -225,11 +225,25 @@ def _load_cache(cache: Path, fingerprint: str) -> Arrays | None:
     try:
         stored = torch.load(cache, weights_only=True)
         if stored.get("fingerprint") == fingerprint:
+            _check_arrays(stored["arrays"])
             return stored["arrays"]
         log.info("data cache %s is out of date; rebuilding it", cache)
     except Exception as e:
         log.warning("data cache %s is corrupt (%s); rebuilding it", cache, e)
     return None
+
+
+def _check_arrays(arrays: Arrays) -> None:
+    """ValueError unless `arrays` are uint8 (N, 32, 32, 3) images with N int64 labels in 0-9
+    per split (a cache file replaced by hand is rebuilt, not trained on)."""
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if images.dtype != torch.uint8 or images.shape[1:] != (32, 32, 3):
+            raise ValueError(f"{split} images of {images.dtype} {tuple(images.shape)}")
+        if labels.dtype != torch.long or labels.shape != (len(images),):
+            raise ValueError(f"{len(labels)} {split} labels for {len(images)} images")
+        if len(labels) and not bool(((labels >= 0) & (labels < len(CLASSES))).all()):
+            raise ValueError(f"a {split} label outside 0-9")
 
 
 def _cached(cache: Path, fingerprint: str, build: Callable[[], Arrays]) -> Arrays:

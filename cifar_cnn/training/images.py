@@ -104,6 +104,15 @@ def folder_files(root: Path, split: str, required: bool = True) -> list[tuple[Pa
             "%s: left out the folders %s: they are not CIFAR-10 classes (%s)",
             *(split_dir, ", ".join(extra), ", ".join(CLASSES)),
         )
+    folders = [p for p in skipped if p.is_dir()]
+    if folders:
+        shown = ", ".join(str(p.relative_to(split_dir)) for p in folders[:5])
+        log.warning(
+            "%s: left out %d folders inside class folders (%s%s): images are read from "
+            "<class>/ itself, not from folders below it; move them up to use them",
+            *(split_dir, len(folders), shown, ", ..." if len(folders) > 5 else ""),
+        )
+    skipped = [p for p in skipped if not p.is_dir()]
     if skipped:
         shown = ", ".join(str(p.relative_to(split_dir)) for p in skipped[:5])
         log.warning(
