@@ -6,6 +6,7 @@ compose configs) import this module; everything below them takes plain arguments
 """
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,10 +34,44 @@ CONFIG_DIR = str(experiments.CONFIG_DIR)
 
 # `_k=v,...` from the overrides that name a run (conf/hydra/default.yaml).
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+# This process's id: evaluations and predictions started in the same second get their own
+# folders (conf/evaluate.yaml, conf/predict.yaml).
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 # The sweeper of hparams_search=optuna. Hydra finds plugins by scanning the hydra_plugins
 # namespace, which misses one installed in editable mode (pip install -e); registering it here
 # works in every install.
 Plugins.instance().register(ResumableOptunaSweeper)
+
+
+def blocking_file(directory: str | Path) -> Path | None:
+    """The file that keeps `directory` from being made (it, or a folder above it, is a file)."""
+    directory = Path(directory).expanduser().absolute()
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+class OutputDirCheck(Callback):
+    """Exits with a message when the run's or sweep's output directory is a file (or lies
+    below one): Hydra would fail making it with a traceback (conf/hydra/default.yaml)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        self._check("hydra.run.dir", config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        self._check("hydra.sweep.dir", config)
+
+    @staticmethod
+    def _check(key: str, config: DictConfig) -> None:
+        try:
+            directory = OmegaConf.select(config, key)
+        except Exception:  # resolved again (and reported) by Hydra itself
+            return
+        blocking = blocking_file(str(directory))
+        if blocking is not None:
+            sys.exit(
+                f"error: {key}={directory} cannot be made: {blocking} is a file, not a folder; "
+                f"pass a folder for {key} (the run's files go there)"
+            )
 
 
 def compose_config(

@@ -68,6 +68,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"report: {out_dir / 'results.md'} (table: results.csv; figures: *.png)")
     except UserError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # a full disk, a file-size limit, a read-only folder
+        where = f" ({e.filename})" if e.filename else ""
+        sys.exit(
+            f"error: the report could not be written{where}: {e.strerror or e}. The previous "
+            "report/ folder, if any, is kept as it was; free space (or fix the folder's "
+            "permissions) and rerun"
+        )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ class RunRefused(UserError):
     training in it, or it holds a finished run of other settings)."""
 
 
+class ResultsNotSaved(UserError):
+    """A run that trained to the end but whose record could not be written (a full disk)."""
+
+
 class Interrupted(Exception):
     """A run stopped by a signal (SIGTERM, SIGINT); its last complete checkpoint resumes it."""
 

@@ -13,6 +13,7 @@ must match on resume. Free of torch, Lightning and Hydra.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -149,6 +150,8 @@ KEYS: tuple[Key, ...] = (
         nullable=True, apps=("train",)),
     Key("ckpt_path", "str", CKPT, "the checkpoint to use", **SETTING,
         apps=("evaluate", "predict")),
+    Key("overwrite_finished", "bool", "true", "whether a finished run may be discarded",
+        **SETTING, apps=("train",)),
     Key("checkpoint_every_n_epochs", "int", "1", "how often to save", **SETTING, low=1,
         apps=("train",)),
     Key("progress_bar_refresh", "int", "25", "display", **SETTING, low=0, apps=("train",)),
@@ -298,6 +301,8 @@ KEYS: tuple[Key, ...] = (
 _UNKNOWN = Key("", None, "", "not in the table: taken to change the result")
 # Characters that must not reach a directory name (a `/` would nest directories).
 _UNSAFE = str.maketrans({"/": "_", "\\": "_", "\0": "_"})
+# A file name has at most 255 bytes; the run name follows a time stamp (or a job number).
+NAME_BYTES = 200
 
 
 def lookup(key: str) -> Key:
@@ -325,13 +330,20 @@ def typed_keys(prefix: str, app: str | None = None) -> dict[str, Key]:
 
 def run_name(overrides: Iterable[str]) -> str:
     """`_k=v,k=v` from the overrides that name a run (sorted, as Hydra's override_dirname),
-    with path separators in values replaced; "" when none do."""
+    with path separators in values replaced; "" when none do. A name over NAME_BYTES bytes is
+    cut and ends in `~` and a hash of the whole name, so that it stays unique."""
     items = []
     for item in overrides:
         key, _, value = str(item).partition("=")
         if lookup(key).names_run:
             items.append(f"{key}={value.translate(_UNSAFE)}")
-    return f"_{','.join(sorted(items))}" if items else ""
+    name = f"_{','.join(sorted(items))}" if items else ""
+    encoded = name.encode()
+    if len(encoded) <= NAME_BYTES:
+        return name
+    # Too long for a directory name: a readable start, then a hash of the whole keeps it unique.
+    digest = hashlib.sha1(encoded).hexdigest()[:16]
+    return encoded[: NAME_BYTES - 17].decode(errors="ignore") + f"~{digest}"
 
 
 def splits_rows(key: str) -> bool:

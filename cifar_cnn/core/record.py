@@ -33,6 +33,11 @@ class RecordError(UserError):
     """A results file that is missing, truncated or holds an invalid field."""
 
 
+class NewerRecord(RecordError):
+    """A results file of a format newer than this version reads: not damaged, so it is never
+    rewritten; a newer cifar_cnn reads it."""
+
+
 @dataclass
 class History:
     """Per-epoch curves: the mean training loss of every epoch, and the recall of every
@@ -177,6 +182,12 @@ def read_record(path: Path, cls: type[Record]) -> Record:
         raise RecordError(f"{path}: no such file") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RecordError(f"{path}: not readable JSON ({e}); rerun the run to rewrite it") from e
+    version = data.get("format") if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT:
+        raise NewerRecord(
+            f"{path} was written by a newer cifar_cnn (record format {version}; this version "
+            f"reads format {FORMAT}); upgrade cifar_cnn to read it"
+        )
     try:
         return from_dict(cls, data)
     except _FieldError as e:

@@ -51,12 +51,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RunState(Callback):
     """Puts the module's `History` and the RNG states into every checkpoint, and restores them
-    when the Trainer resumes from one."""
+    when the Trainer resumes from one. With `final`, the path of the run's checkpoint, it also
+    saves there after the last epoch when the periodic checkpoints missed it
+    (`checkpoint_every_n_epochs` not dividing `trainer.max_epochs`): a finished training
+    always leaves a checkpoint that a rerun tests, should its record not be written. A final
+    save that fails is logged, and the run goes on to test and write its record."""
+
+    def __init__(self, final: Path | None = None):
+        self.final = final
+        self.saved_epochs: int | None = None
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: CIFARClassifier, checkpoint: dict
     ) -> None:
         device = pl_module.device
+        self.saved_epochs = pl_module.history.epochs
         checkpoint[STATE_KEY] = {
             "history": dataclasses.asdict(pl_module.history),
             "torch_rng": torch.get_rng_state(),
@@ -68,11 +77,20 @@ class RunState(Callback):
     ) -> None:
         state = checkpoint.get(STATE_KEY) or {}
         pl_module.history = history_of(checkpoint)
+        self.saved_epochs = pl_module.history.epochs
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
         device = pl_module.device
         if state.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: CIFARClassifier) -> None:
+        if self.final is None or self.saved_epochs == pl_module.history.epochs:
+            return
+        try:
+            trainer.save_checkpoint(self.final)
+        except ConfigError as e:
+            log.warning("%s; the run goes on to test the trained network", e)
 
 
 class BestCheckpoint(Checkpoint):
@@ -120,7 +138,7 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
             raise KeyError("no cifar_cnn run config or weights")
         history_of(checkpoint)
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise ConfigError(
             f"{key}={path}: not a readable cifar_cnn checkpoint ({type(e).__name__}: "
             f"{reason}); delete it or pass another, e.g. {EXAMPLE}"
@@ -176,7 +194,17 @@ def checkpoint_to_resume(
         if not resume:
             log.info("resume=false: starting over; %s will be replaced", path)
             return None
-    checkpoint = read_checkpoint(path)
+    try:
+        checkpoint = read_checkpoint(path)
+    except ConfigError as e:
+        if ckpt_path:
+            raise
+        raise ConfigError(
+            f"this run's checkpoint {path} cannot be resumed: {str(e).split(': ', 1)[-1]}".split(
+                "; delete it"
+            )[0]
+            + "; pass resume=false to start the run over (the checkpoint is replaced)"
+        ) from e
     mismatches = config_mismatches(saved_run_config(checkpoint), run_config)
     if mismatches:
         raise ConfigError(
@@ -186,5 +214,13 @@ def checkpoint_to_resume(
             "hydra.run.dir) to start over"
         )
     epochs = history_of(checkpoint).epochs
+    max_epochs = run_config["trainer"]["max_epochs"]
+    if epochs > max_epochs:
+        raise ConfigError(
+            f"checkpoint {path} holds {epochs} epochs, more than trainer.max_epochs="
+            f"{max_epochs}: its record would contradict its config. Pass "
+            f"trainer.max_epochs={epochs} (or more) to continue it, or resume=false (or a new "
+            "hydra.run.dir) to start over"
+        )
     log.info("resuming from %s (%d epochs done); resume=false starts over", path, epochs)
     return str(path)

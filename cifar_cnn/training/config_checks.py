@@ -6,12 +6,14 @@ the network fits in the memory of the machine; `validate_launch` checks the laun
 sweeper's counts, which only the Hydra entry point can read.
 """
 
+import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_cnn.core.cifar10 import IMAGE_SIZE
@@ -80,6 +82,7 @@ def validate_config(cfg: DictConfig, app: str = "train", check_memory: bool = Tr
     if app == "train":
         _check_model(groups["model"])
         _check_optimizer(groups["optimizer"])
+        _check_optimizer_builds(groups["optimizer"])
         _check_scheduler(_plain(cfg, "scheduler"), groups["optimizer"], groups["trainer"])
         if check_memory:
             _check_memory(groups)
@@ -103,8 +106,8 @@ def _check_model(model: dict) -> None:
 
 
 def _check_optimizer(optimizer: dict) -> None:
-    """What torch would refuse only once training starts: Nesterov momentum without momentum
-    (or with dampening), and betas that are not two numbers in [0, 1)."""
+    """What torch would refuse only once training starts, named by its keys: Nesterov
+    momentum without momentum (or with dampening)."""
     if optimizer.get("nesterov") is True and (
         optimizer.get("momentum", 0) <= 0 or optimizer.get("dampening", 0) != 0
     ):
@@ -114,16 +117,45 @@ def _check_optimizer(optimizer: dict) -> None:
             f"{optimizer.get('dampening', 0)}); e.g. optimizer.momentum=0.9, or "
             "optimizer.nesterov=false"
         )
-    betas = optimizer.get("betas")
-    if betas is not None and not (
-        isinstance(betas, list) and len(betas) == 2
-        and all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
-                for b in betas)
-    ):  # fmt: skip
+
+
+def _check_optimizer_builds(optimizer: dict) -> None:
+    """Build the optimiser on one parameter, so that its own checks (a keyword of the wrong
+    type or range, e.g. Adam's `betas`) are named before the run, not raised inside torch."""
+    target = optimizer["_target_"]
+    try:
+        factory = get_method(target)
+    except Exception as e:
         raise ConfigError(
-            f"optimizer.betas={betas!r} must be two numbers >= 0 and < 1, "
-            "e.g. optimizer.betas=[0.9,0.999]"
-        )
+            f"optimizer._target_={target} cannot be imported ({e}); use a torch.optim class, "
+            "e.g. optimizer._target_=torch.optim.SGD"
+        ) from None
+    kwargs = {k: v for k, v in optimizer.items() if k not in ("_target_", "_partial_")}
+    error = _optimizer_error(factory, kwargs)
+    if error is None:
+        return
+    # The key whose removal lets the optimiser build is the one to name.
+    blamed = [k for k in kwargs if _optimizer_error(factory, dict(kwargs, **{k: _DEFAULT})) is None]
+    if blamed:
+        key = blamed[0]
+        default = inspect.signature(factory).parameters[key].default
+        hint = "" if default is inspect.Parameter.empty else f" (its default is {default!r})"
+        raise ConfigError(f"optimizer.{key}={kwargs[key]!r} is refused by {target}: {error}{hint}")
+    shown = " ".join(f"optimizer.{k}={v!r}" for k, v in kwargs.items())
+    raise ConfigError(f"{target} refuses the optimizer keys {shown}: {error}")
+
+
+_DEFAULT = object()  # a keyword left at the optimiser's default
+
+
+def _optimizer_error(factory: Callable, kwargs: dict) -> str | None:
+    """The error building `factory` with `kwargs` gives on one parameter, or None."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not _DEFAULT}
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def _check_scheduler(scheduler: dict, optimizer: dict, trainer: dict) -> None:
@@ -223,13 +255,25 @@ def _check_memory(groups: dict) -> None:
     data = groups["data"]
     if data["source"] == "synthetic":
         images = data["synthetic_train_size"] + data["synthetic_test_size"]
+        data_keys = (
+            f"data.synthetic_train_size={data['synthetic_train_size']}, "
+            f"data.synthetic_test_size={data['synthetic_test_size']}"
+        )
     else:
         images = CIFAR10_IMAGES
+        data_keys = f"{images} CIFAR-10 images"
     need = memory_need(groups["model"], data["batch_size"], data["eval_batch_size"], images)
     free, where = available_memory(groups["trainer"]["accelerator"])
     if free is None or need <= free:
         return
     gib = 2**30
+    data_bytes = images * 3 * IMAGE_SIZE**2
+    if data_bytes > need / 2:  # the images, not the network, are what does not fit
+        raise ConfigError(
+            f"this run needs about {need / gib:.1f} GiB, {data_bytes / gib:.1f} GiB of it for "
+            f"the images held in memory ({data_keys}), but {where} has {free / gib:.1f} GiB "
+            "free; use fewer images (each takes 3 KiB)"
+        )
     raise ConfigError(
         f"this network needs about {need / gib:.1f} GiB (model.filters={groups['model']['filters']}"
         f", model.hidden={groups['model']['hidden']}, data.batch_size={data['batch_size']}, "

@@ -31,7 +31,7 @@ BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 CACHE_NAME = "cifar_cnn_uint8.pt"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed by the files' bytes (1: by their size and modification time)
 # The fixed class-mixed order in which folder and synthetic training images are stored:
 # without shuffling, class-sorted images leave the network at chance (docs/STUDY.md).
 STORAGE_ORDER_SEED = 0
@@ -171,11 +171,31 @@ def _cifar10_directory(root: Path, download: bool) -> Path:
     return directory
 
 
-def _fingerprint(paths: list[Path]) -> str:
+def resolve_root(root: str | Path) -> Path:
+    """`root` (data.root) as an absolute path with links resolved; DataError when it cannot be
+    resolved (a symlink loop)."""
+    try:
+        return Path(root).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # Python 3.11 reports a symlink loop as RuntimeError
+        raise DataError(
+            f"data.root={root} cannot be resolved ({e}); point data.root at a real folder "
+            "(a link that leads back to itself is a loop)"
+        ) from e
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """The decoded-image cache's key: a hash of the files' names and bytes, so that a file
+    whose pixels changed is noticed even when its size and modification time were kept
+    (`cp -p`, `rsync -a`). Reading the bytes costs a fraction of decoding them
+    (benchmarks/cache_key.py)."""
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
     for path in paths:
-        stat = path.stat()
-        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise DataError(f"{path} cannot be read ({e.strerror or e}); fix its access") from e
+        digest.update(f"{path}\0{len(data)}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 
@@ -209,11 +229,25 @@ def _load_cache(cache: Path, fingerprint: str) -> Arrays | None:
     try:
         stored = torch.load(cache, weights_only=True)
         if stored.get("fingerprint") == fingerprint:
+            _check_arrays(stored["arrays"])
             return stored["arrays"]
         log.info("data cache %s is out of date; rebuilding it", cache)
     except Exception as e:
         log.warning("data cache %s is corrupt (%s); rebuilding it", cache, e)
     return None
+
+
+def _check_arrays(arrays: Arrays) -> None:
+    """ValueError unless `arrays` are uint8 (N, 32, 32, 3) images with N int64 labels in 0-9
+    per split (a cache file replaced by hand is rebuilt, not trained on)."""
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if images.dtype != torch.uint8 or images.shape[1:] != (32, 32, 3):
+            raise ValueError(f"{split} images of {images.dtype} {tuple(images.shape)}")
+        if labels.dtype != torch.long or labels.shape != (len(images),):
+            raise ValueError(f"{len(labels)} {split} labels for {len(images)} images")
+        if len(labels) and not bool(((labels >= 0) & (labels < len(CLASSES))).all()):
+            raise ValueError(f"a {split} label outside 0-9")
 
 
 def _cached(cache: Path, fingerprint: str, build: Callable[[], Arrays]) -> Arrays:
@@ -254,11 +288,13 @@ def load_arrays(
     download: bool = False,
     synthetic_train_size: int = 4000,
     synthetic_test_size: int = 1000,
+    need_train: bool = True,
 ) -> Arrays:
-    """Decoded CIFAR-10 from `source` as uint8 NHWC images and int64 labels."""
+    """Decoded CIFAR-10 from `source` as uint8 NHWC images and int64 labels. Without
+    `need_train` (evaluating), a folder's train/<class>/ folders may be empty."""
     if source == "synthetic":
         return synthetic_arrays(synthetic_train_size, synthetic_test_size)
-    root = Path(root).expanduser().resolve()  # one cache key however the folder is named
+    root = resolve_root(root)  # one cache key however the folder is named
     if source == "cifar10":
         directory = _cifar10_directory(root, download)
         paths = [directory / n for n in TRAIN_BATCHES + TEST_BATCHES]
@@ -268,7 +304,7 @@ def load_arrays(
             test_x, test_y = _read_pickle_batches(directory, TEST_BATCHES)
             return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
-        return _cached(directory / CACHE_NAME, _fingerprint(paths), build)
+        return _cached(directory / CACHE_NAME, fingerprint(paths), build)
     if source == "folder":
         if not root.is_dir():
             raise DataError(
@@ -276,7 +312,8 @@ def load_arrays(
                 "DATA_ROOT/{train,test}/<class>/*.png|jpg"
             )
         # A folder of test images alone is enough to evaluate; training refuses it (setup).
-        train_files = folder_files(root, "train") if (root / "train").exists() else []
+        has_train = (root / "train").exists()
+        train_files = folder_files(root, "train", required=need_train) if has_train else []
         test_files = folder_files(root, "test")
 
         def build() -> Arrays:
@@ -298,7 +335,7 @@ def load_arrays(
             }
 
         paths = [p for p, _ in train_files + test_files]
-        return _cached(root / CACHE_NAME, _fingerprint(paths), build)
+        return _cached(root / CACHE_NAME, fingerprint(paths), build)
     raise DataError(f"data.source={source!r} is unknown; use one of {', '.join(SOURCES)}")
 
 
@@ -348,7 +385,13 @@ class CIFAR10DataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.arrays is not None:
             return
-        arrays = load_arrays(self.source, self.root, self.download, *self.synthetic_sizes)
+        arrays = load_arrays(
+            self.source,
+            self.root,
+            self.download,
+            *self.synthetic_sizes,
+            need_train=stage in (None, "fit"),
+        )
         if self.val_size:
             keep, held_out = stratified_split(arrays["train_y"], self.val_size, self.split_seed)
             images, labels = arrays.pop("train_x"), arrays.pop("train_y")

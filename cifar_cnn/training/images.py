@@ -69,10 +69,12 @@ def read_rgb(path: Path, size: int) -> tuple[Tensor, bool]:
     return to_tensor(image), converted
 
 
-def folder_files(root: Path, split: str) -> list[tuple[Path, int]]:
+def folder_files(root: Path, split: str, required: bool = True) -> list[tuple[Path, int]]:
     """(file, label) of the images in root/split/<class>/, in class order. A class folder
-    without images is refused; folders that are not CIFAR-10 classes and files that are not
-    images are left out with a warning naming them; hidden files are ignored."""
+    without images is refused, unless the split is not `required` (evaluating reads no
+    training images, so empty train/<class>/ folders are fine then); folders that are not
+    CIFAR-10 classes and files that are not images are left out with a warning naming them;
+    hidden files are ignored."""
     split_dir = root / split
     missing = [c for c in CLASSES if not (split_dir / c).is_dir()]
     if missing:
@@ -89,7 +91,7 @@ def folder_files(root: Path, split: str) -> list[tuple[Path, int]]:
         skipped += [p for p in visible if p not in images]
         counts.append(f"{name} {len(images)}")
     empty = [c.split()[0] for c in counts if c.endswith(" 0")]
-    if empty:
+    if empty and required:
         raise DataError(
             f"image folder {split_dir}: the class folders {', '.join(empty)} hold no images "
             f"(suffixes {', '.join(IMAGE_SUFFIXES)}); every CIFAR-10 class needs {split} images "
@@ -102,6 +104,15 @@ def folder_files(root: Path, split: str) -> list[tuple[Path, int]]:
             "%s: left out the folders %s: they are not CIFAR-10 classes (%s)",
             *(split_dir, ", ".join(extra), ", ".join(CLASSES)),
         )
+    folders = [p for p in skipped if p.is_dir()]
+    if folders:
+        shown = ", ".join(str(p.relative_to(split_dir)) for p in folders[:5])
+        log.warning(
+            "%s: left out %d folders inside class folders (%s%s): images are read from "
+            "<class>/ itself, not from folders below it; move them up to use them",
+            *(split_dir, len(folders), shown, ", ..." if len(folders) > 5 else ""),
+        )
+    skipped = [p for p in skipped if not p.is_dir()]
     if skipped:
         shown = ", ".join(str(p.relative_to(split_dir)) for p in skipped[:5])
         log.warning(

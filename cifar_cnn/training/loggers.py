@@ -8,28 +8,32 @@ and resuming work from the run directory's own files, whichever loggers ran.
 """
 
 import importlib.util
+import inspect
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from cifar_cnn.core.errors import ConfigError
+from cifar_cnn.training.schema import hint_mismatch
 
 # Loggers whose package is an optional extra: class name -> (package to import, extra).
 OPTIONAL_PACKAGES = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow")}
 HIDDEN_KEYS = ("_target_", "_partial_")  # Hydra's, not hyperparameters
+# Where a logger passes its other keywords (**kwargs): their keywords are accepted too. A
+# logger not listed here that takes **kwargs (WandbLogger: wandb.init's many) accepts any key.
+KWARGS_GO_TO = {"TensorBoardLogger": "torch.utils.tensorboard.SummaryWriter"}
 
 
-def build_loggers(config: Mapping | None, run_dir: Path) -> list[Logger]:
-    """One Lightning logger per entry of the `logger` config (name -> `_target_` config).
-
-    Each entry's `save_dir` is taken relative to `run_dir`; a null entry is left out. A logger
-    whose optional package is missing is refused with the command that installs it.
-    """
-    loggers = []
+def check_loggers(config: Mapping | None) -> dict[str, Mapping]:
+    """The entries of the `logger` config that build a logger, after checking each: a
+    `_target_`, its optional package installed, and only keys its class takes (ConfigError
+    naming the key otherwise). Called before a run starts, and by `build_loggers`."""
+    entries = {}
     for name, entry in (config or {}).items():
         if entry is None:
             continue
@@ -45,9 +49,52 @@ def build_loggers(config: Mapping | None, run_dir: Path) -> list[Logger]:
                 f"logger={name} needs the {package} package: pip install 'cifar_cnn[{extra}]' "
                 "(or choose another logger, e.g. logger=tensorboard or logger=csv)"
             )
-        save_dir = Path(run_dir, str(entry.get("save_dir") or "."))
-        loggers.append(instantiate(entry, save_dir=str(save_dir)))
-    return loggers
+        _check_keys(name, entry)
+        entries[name] = entry
+    return entries
+
+
+def build_loggers(config: Mapping | None, run_dir: Path) -> list[Logger]:
+    """One Lightning logger per entry of the `logger` config (name -> `_target_` config).
+
+    Each entry's `save_dir` is taken relative to `run_dir`; a null entry is left out. A logger
+    whose optional package is missing is refused with the command that installs it.
+    """
+    return [
+        instantiate(entry, save_dir=str(Path(run_dir, str(entry.get("save_dir") or "."))))
+        for entry in check_loggers(config).values()
+    ]
+
+
+def _check_keys(name: str, entry: Mapping) -> None:
+    """ConfigError naming a key of `logger.<name>` that its logger class does not take (a
+    misspelling would otherwise reach the logger's constructor), or a value of the wrong type."""
+    target = str(entry["_target_"])
+    try:
+        cls = get_class(target)
+    except Exception as e:
+        raise ConfigError(
+            f"logger.{name}._target_={target} cannot be imported ({e}); use a Lightning "
+            "logger, e.g. lightning.pytorch.loggers.CSVLogger"
+        ) from None
+    parameters = inspect.signature(cls).parameters
+    accepted = {k for k, p in parameters.items() if p.kind is not p.VAR_KEYWORD}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        if cls.__name__ not in KWARGS_GO_TO:
+            return
+        sink = inspect.signature(get_class(KWARGS_GO_TO[cls.__name__])).parameters
+        accepted |= set(sink) - {"log_dir"}  # the logger sets log_dir itself
+    extra = sorted(set(entry) - accepted - set(HIDDEN_KEYS))
+    if extra:
+        raise ConfigError(
+            f"{', '.join(f'logger.{name}.{k}' for k in extra)}: no such key for "
+            f"{cls.__name__} (a misspelling?); the accepted keys are {', '.join(sorted(accepted))}"
+        )
+    hints = typing.get_type_hints(cls.__init__)
+    for key in sorted(set(entry) & set(hints)):
+        expected = hint_mismatch(entry[key], hints[key])
+        if expected:
+            raise ConfigError(f"logger.{name}.{key}={entry[key]!r} must be {expected}")
 
 
 def _columns(config: dict, keys: tuple[str, ...] | None = None) -> dict:

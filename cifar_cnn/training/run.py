@@ -23,11 +23,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_cnn.core.errors import ConfigError, Interrupted, RunRefused
+from cifar_cnn.core.errors import ConfigError, Interrupted, ResultsNotSaved, RunRefused
 from cifar_cnn.core.record import (
     AtBestVal,
     DataSummary,
     Failure,
+    NewerRecord,
     RecordError,
     RunRecord,
     TestResults,
@@ -35,7 +36,13 @@ from cifar_cnn.core.record import (
     read_record,
     write_record,
 )
-from cifar_cnn.core.runfiles import BEST_CHECKPOINT, FAILED_FILE, LOCK_FILE, METRICS_FILE
+from cifar_cnn.core.runfiles import (
+    BEST_CHECKPOINT,
+    FAILED_FILE,
+    LAST_CHECKPOINT,
+    LOCK_FILE,
+    METRICS_FILE,
+)
 from cifar_cnn.training import runtime
 from cifar_cnn.training.checkpoint import (
     BestCheckpoint,
@@ -45,7 +52,8 @@ from cifar_cnn.training.checkpoint import (
     read_checkpoint,
 )
 from cifar_cnn.training.config_checks import validate_config
-from cifar_cnn.training.loggers import HParamsSummary, build_loggers
+from cifar_cnn.training.data import resolve_root
+from cifar_cnn.training.loggers import HParamsSummary, build_loggers, check_loggers
 from cifar_cnn.training.model import count_parameters, layer_summary
 from cifar_cnn.training.module import CIFARClassifier
 from cifar_cnn.training.progress import EpochProgress, bar_refresh
@@ -74,26 +82,50 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         lock.release()
 
 
-def finished_run(run_dir: Path, run_config: dict) -> RunRecord | None:
+def finished_run(
+    run_dir: Path, run_config: dict, start_over: str | None = None, overwrite: bool = False
+) -> RunRecord | None:
     """The finished run in `run_dir` that this configuration would repeat, if any.
 
-    A finished run of other settings is refused (its record is never rewritten); a record
-    that cannot be read counts as unfinished, so the run is done (or resumed) again.
+    A finished run is never replaced unless `overwrite` (overwrite_finished=true) says so:
+    one of other settings is refused, and so is one that `start_over` (the flag that would
+    start it over: resume=false, ckpt_path=...) would replace. A record of a newer format is
+    refused and left as it is; one that cannot be read counts as unfinished, so the run is
+    done (or resumed) again. With `overwrite`, the finished record is deleted and None returned.
     """
     path = run_dir / METRICS_FILE
     if not path.exists():
         return None
     try:
         record = read_record(path, RunRecord)
+    except NewerRecord as e:
+        raise RunRefused(
+            f"{e}. It is left as it is: rerun it with that version, or pass another "
+            "hydra.run.dir (or hydra.sweep.dir)"
+        ) from None
     except RecordError as e:
         log.warning("%s; training this run again (resuming from its checkpoint if any)", e)
         return None
+    if overwrite:
+        log.warning("overwrite_finished=true: discarding the finished run in %s", run_dir)
+        path.unlink()
+        return None
+    keep = (
+        "Pass another hydra.run.dir (or hydra.sweep.dir) to keep it, or overwrite_finished=true "
+        "to discard it"
+    )
     mismatches = config_mismatches(record.config, run_config)
     if mismatches:
         raise RunRefused(
             f"{run_dir} holds a finished run of other settings: " + "; ".join(mismatches)
-            + ". Pass another hydra.run.dir (or hydra.sweep.dir), or rerun with its settings"
+            + f". {keep}, or rerun with its settings"
         )  # fmt: skip
+    if start_over:
+        raise RunRefused(
+            f"{run_dir} holds a finished run, which {start_over} would train again and "
+            f"replace. {keep}, or leave out {start_over} to reuse it (a larger "
+            "trainer.max_epochs continues it)"
+        )
     return record
 
 
@@ -146,12 +178,19 @@ def train(
     in (the Hydra app saves the run's config files then).
     """
     validate_config(cfg)
+    check_loggers(cfg.get("logger"))
     runtime.check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     cfg = cfg.copy()
-    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    cfg.data.root = str(resolve_root(cfg.data.root))
     run_config = OmegaConf.to_container(cfg, resolve=True)
+    start_over = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else None
+    start_over = start_over or (None if cfg.resume else "resume=false")
+    overwrite = bool(cfg.get("overwrite_finished"))
     with run_lock(run_dir):
-        finished = None if cfg.ckpt_path or not cfg.resume else finished_run(run_dir, run_config)
+        had_record = (run_dir / METRICS_FILE).exists()
+        finished = finished_run(run_dir, run_config, start_over, overwrite)
+        if had_record and not (run_dir / METRICS_FILE).exists():  # discarded (overwrite)
+            cfg.resume = False  # nor is its checkpoint resumed
         if finished and finished.epochs >= cfg.trainer.max_epochs:
             log.info("%s: this run already finished; skipping it", run_dir / METRICS_FILE)
             return finished
@@ -236,7 +275,7 @@ def _fit_and_test(
         config=run_config,
         at_best_val=at_best_val,
     )
-    write_record(run_dir / METRICS_FILE, record)
+    _save_record(run_dir, record)
     (run_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt of this run
     held_out = record.val_recall
     best = record.at_best_val
@@ -287,6 +326,33 @@ def _test_best(
     return AtBestVal(epoch, val_recall, module.test_results)
 
 
+def _save_record(run_dir: Path, record: RunRecord) -> None:
+    """Write metrics.json; ResultsNotSaved when the disk refuses it, saying what the run
+    reached and where the trained network is (the final checkpoint: a rerun tests it and
+    writes metrics.json without training again)."""
+    path = run_dir / METRICS_FILE
+    try:
+        write_record(path, record)
+    except OSError as e:
+        checkpoint = run_dir / LAST_CHECKPOINT
+        if checkpoint.is_file():
+            where = (
+                f"The trained network is in {checkpoint}: free space (or raise the file-size "
+                "limit, ulimit -f) and rerun the same command; it tests that checkpoint and "
+                f"writes {METRICS_FILE} without training again"
+            )
+        else:
+            where = (
+                "Its checkpoint could not be written either, so nothing a rerun could reuse is "
+                "on disk: free space (or raise ulimit -f) and rerun to train it again"
+            )
+        raise ResultsNotSaved(
+            f"training finished (test recall {record.test.recall:.4f}, accuracy "
+            f"{record.test.accuracy:.4f} after {record.epochs} epochs), but {path} could not "
+            f"be written ({e.strerror or e}). {where}"
+        ) from e
+
+
 def record_failure(
     run_dir: Path,
     error: BaseException,
@@ -297,13 +363,14 @@ def record_failure(
     """Write failed.json so that sweeps and reports see the failure (or the interruption),
     not a missing run."""
     interrupted = isinstance(error, Interrupted)
-    write_record(
-        run_dir / FAILED_FILE,
-        Failure(
-            error=f"{type(error).__name__}: {error}",
-            epoch=epoch,
-            overrides=list(overrides),
-            experiment=experiment,
-            signal=signal.Signals(error.signum).name if interrupted else None,
-        ),
+    failure = Failure(
+        error=f"{type(error).__name__}: {error}",
+        epoch=epoch,
+        overrides=list(overrides),
+        experiment=experiment,
+        signal=signal.Signals(error.signum).name if interrupted else None,
     )
+    try:
+        write_record(run_dir / FAILED_FILE, failure)
+    except OSError as e:  # the disk that failed the run may refuse this too
+        log.warning("could not write %s (%s)", run_dir / FAILED_FILE, e.strerror or e)

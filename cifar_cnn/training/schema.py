@@ -11,10 +11,12 @@ untouched); the schema only reads them.
 import importlib
 import inspect
 import math
+import types
+import typing
 from collections.abc import Mapping
 
 from cifar_cnn.core.errors import ConfigError
-from cifar_cnn.core.keys import APPS, Key, flatten, is_int, lookup, typed_keys
+from cifar_cnn.core.keys import APPS, Key, flatten, is_int, is_number, lookup, typed_keys
 
 MISSING = "???"  # OmegaConf's mark for a value that must be given
 HYDRA_KEYS = ("_target_", "_partial_")  # how Hydra builds a group, not arguments
@@ -36,16 +38,85 @@ SCHEDULERS = {
 }
 
 
-def _signature_keys(target: object) -> list[str]:
-    """The keyword arguments of the class or function `target` names ([] if not importable)."""
+def _target(target: object) -> object | None:
+    """The class or function `target` names (None if not importable)."""
     module_name, _, name = str(target).rpartition(".")
     try:
-        obj = getattr(importlib.import_module(module_name), name)
-        parameters = inspect.signature(obj).parameters.values()
-    except (ImportError, AttributeError, ValueError, TypeError):
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _signature_keys(target: object) -> list[str]:
+    """The keyword arguments of the class or function `target` names ([] if not importable)."""
+    try:
+        parameters = inspect.signature(_target(target)).parameters.values()
+    except (ValueError, TypeError):
         return []
     keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return [p.name for p in parameters if p.kind in keywords and p.name != "params"]
+
+
+_PLAIN = {int: is_int, float: is_number, bool: lambda v: isinstance(v, bool),
+          str: lambda v: isinstance(v, str), type(None): lambda v: v is None,
+          list: lambda v: isinstance(v, list), dict: lambda v: isinstance(v, dict)}  # fmt: skip
+
+
+def _hint_members(hint: object) -> list[object]:
+    """The alternatives of a type hint: a Union's members (nested Literals and Unions flat)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(hint) for m in _hint_members(a)]
+    return [hint]
+
+
+def hint_mismatch(value: object, hint: object) -> str | None:
+    """What `hint` (a keyword's annotation) accepts, in words, when `value` does not suit it;
+    None when it does, or when the hint names types that a config cannot be checked against
+    (classes, callables, timedelta)."""
+    members = _hint_members(hint)
+    words = []
+    for member in members:
+        origin = typing.get_origin(member) or member
+        if origin is typing.Literal:
+            choices = typing.get_args(member)
+            if any(value == c and type(value) is type(c) for c in choices):
+                return None
+            words += [repr(c) for c in choices]
+        elif origin in _PLAIN:
+            if _PLAIN[origin](value):
+                return None
+            words.append("null" if origin is type(None) else origin.__name__)
+        else:
+            return None  # not checkable from a config
+    return " or ".join(dict.fromkeys(words))
+
+
+def _check_hints(name: str, values: Mapping[str, object], target: object, keys: set) -> None:
+    """Check the keys `keys` of the group `name`, passed as they are to `target`'s constructor,
+    against its type hints: a value of the wrong type is named here, not deep in a run."""
+    obj = _target(target)
+    try:
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # no hints to check (or ones that cannot be evaluated)
+        return
+    for key in sorted(keys & set(hints)):
+        expected = hint_mismatch(values[key], hints[key])
+        if expected:
+            raise ConfigError(
+                f"{name}.{key}={values[key]!r} is not accepted by {target}, which takes "
+                f"{expected} for {key}"
+            )
+
+
+def not_finite(value: object) -> bool:
+    """Whether `value` is, or holds in a list or mapping, NaN or an infinity."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return any(map(not_finite, value))
+    if isinstance(value, Mapping):
+        return any(map(not_finite, value.values()))
+    return False
 
 
 def check_value(key: str, spec: Key, value: object) -> None:
@@ -59,10 +130,10 @@ def check_value(key: str, spec: Key, value: object) -> None:
             f"{key}={value} contains {bad!r}; every entry must be a positive whole number, "
             f"e.g. {key}={spec.example}"
         )
-    if isinstance(value, float) and not math.isfinite(value):
+    if not_finite(value):
         raise ConfigError(
-            f"{key}={shown} is not a finite number (NaN and infinity are refused); use "
-            f"{spec.expectation()}, e.g. {key}={spec.example}"
+            f"{key}={value} is not a finite number (NaN and infinity are refused, and so is a "
+            f"number too large for a float); use {spec.expectation()}, e.g. {key}={spec.example}"
         )
     if spec.choices:
         raise ConfigError(
@@ -104,6 +175,15 @@ def check_group(
             f"{', '.join(f'{name}.{k}' for k in extra)}: no such key in {name} "
             f"(a misspelling?); the accepted keys are {', '.join(shown)}"
         )
+    passed = set(values) - set(schema) - set(HYDRA_KEYS)  # to open_to, unchecked so far
+    for key in sorted(passed):
+        if not_finite(values[key]):
+            raise ConfigError(
+                f"{name}.{key}={values[key]} holds a value that is not a finite number (NaN or "
+                "infinity); pass finite numbers"
+            )
+    if passed and open_to is not None:
+        _check_hints(name, values, open_to, passed)
 
 
 def check_top(app: str, values: Mapping[str, object]) -> None:

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from cifar_cnn.core.runfiles import BEST_CHECKPOINT
+from cifar_cnn.core.runfiles import BEST_CHECKPOINT, LAST_CHECKPOINT
 from cifar_cnn.training.checkpoint import AtomicCheckpointIO, BestCheckpoint, RunState
 
 
@@ -49,7 +49,7 @@ def build_trainer(
                 every_n_epochs=checkpoint_every_n_epochs,
                 save_on_train_epoch_end=True,
             ),
-            RunState(),
+            RunState(final=run_dir / LAST_CHECKPOINT),
         ]
     if progress_bar_refresh > 0:
         all_callbacks.append(TQDMProgressBar(refresh_rate=progress_bar_refresh))

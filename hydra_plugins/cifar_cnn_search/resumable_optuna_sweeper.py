@@ -46,6 +46,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.runfiles import SEARCH_RESULTS_FILE, SQLITE_PREFIX, SWEEP_CONFIG
 from hydra_plugins.cifar_cnn_search.space import as_override, parse_space, suggest
+from hydra_plugins.cifar_cnn_search.storage_check import check_storage
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ class ResumableOptunaSweeper(Sweeper):
             import optuna  # noqa: F401
         except ImportError as e:
             raise SearchError(f"hparams_search=optuna needs Optuna ({e}): {INSTALL}") from e
+        check_storage(s.get("storage"))  # guards (issue 23): storage_check.py
 
     def _seed_sampler(self, study: Any, trial_number: int) -> None:
         """Give the study the configured sampler, seeded with seed + trial number when the
