@@ -135,8 +135,8 @@ bench-overhead: $(BIN)/.installed
 	$(BIN)/python benchmarks/overhead.py $(BENCH_ARGS)
 
 ## bench-augment: seconds per epoch with and without data.augment (flip, crop 4), alternating
-# 5 rounds of a process each way, 3 epochs each, on synthetic images (about 5 minutes on
-# 2 cores); BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) for an image folder or .tar.gz.
+# 5 rounds of a process each way, 3 epochs each, on synthetic images (about 5 minutes on a quiet
+# 2-core machine); BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) for an image folder or .tar.gz.
 bench-augment: $(BIN)/.installed
 	$(BIN)/python benchmarks/augment.py $(BENCH_ARGS)
 
