@@ -4,11 +4,6 @@ loss.label_smoothing): the curves, their checks, exact resumption, and the per-s
 import csv
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -24,7 +19,7 @@ from cifar_cnn.training.checkpoint import config_mismatches
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.run import train
 from cifar_cnn.training.schedules import build_scheduler
-from helpers import FAST, REPO, config, fake_record, run_cli
+from helpers import FAST, config, fake_record
 
 BASE_LR = 0.1
 
@@ -261,53 +256,6 @@ def test_label_smoothing_changes_the_training_loss_only(tmp_path):
     )
     assert smoothed.history.train_loss != plain.history.train_loss
     assert smoothed.config["loss"] == {"label_smoothing": 0.2}
-
-
-# As tests/test_faults.py's kill test, with a schedule, AdamW, label smoothing and a split.
-KILLED = [
-    *FAST,
-    "trainer.max_epochs=4",
-    "data.synthetic_train_size=2048",
-    "data.shuffle=true",
-    "model.dropout=0.3",
-    "compute.threads=1",
-    "scheduler=onecycle",
-    "optimizer=adamw",
-    "optimizer.lr=0.01",
-    "loss.label_smoothing=0.1",
-    "data.val_size=200",
-]
-
-
-@pytest.mark.slow
-def test_a_killed_scheduled_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
-    reference = tmp_path / "reference"
-    run_cli([*KILLED, f"hydra.run.dir={reference}"])
-    expected = read_record(reference / "metrics.json", RunRecord)
-
-    run_dir = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cifar_cnn.train", *KILLED, f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    while not checkpoint.exists() and process.poll() is None:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
-    epochs_done = torch.load(checkpoint, weights_only=False)["epoch"] + 1
-    assert epochs_done < 4, "the kill came after training ended; nothing left to resume"
-
-    result = run_cli([*KILLED, f"hydra.run.dir={run_dir}"])
-    assert f"resuming from {checkpoint} ({epochs_done} epochs done)" in result.stdout
-    resumed = read_record(run_dir / "metrics.json", RunRecord)
-    assert resumed.history.train_loss == expected.history.train_loss
-    assert resumed.history.val_recall == expected.history.val_recall
-    assert resumed.test == expected.test
-    assert resumed.at_best_val == expected.at_best_val is not None
 
 
 def test_the_best_epoch_may_be_the_one_validated_after_training(tmp_path):
