@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from cifar_cnn import app
 from cifar_cnn.core.errors import Interrupted, RunRefused, TrainingDiverged, UserError
-from cifar_cnn.training.run import record_failure, train
+from cifar_cnn.training.run import ignore_stop_signals, record_failure, train
 
 log = logging.getLogger("cifar_cnn")
 
@@ -40,6 +40,7 @@ def main(cfg: DictConfig) -> float | None:
         app.exit_on_user_error(e)
         raise
     except Interrupted as e:  # a scheduler (or `&&`) must see that the run did not finish
+        ignore_stop_signals()  # a second Ctrl-C while recording this would print a traceback
         record_failure(run_dir, e, e.epoch, experiment, overrides)
         log.error("%s: %s", run_dir, e)
         sys.exit(128 + e.signum)

@@ -4,6 +4,10 @@ and other values named before they reach torch or Lightning."""
 
 import errno
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -12,9 +16,10 @@ from cifar_cnn.analysis.runs import read_run
 from cifar_cnn.core.errors import ConfigError, ResultsNotSaved, RunRefused
 from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.training import run as run_module
+from cifar_cnn.training.checkpoint import read_checkpoint
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.run import train
-from helpers import FAST, config
+from helpers import FAST, REPO, config
 
 ONE_EPOCH = [*FAST, "trainer.max_epochs=1"]
 
@@ -148,3 +153,22 @@ def test_a_damaged_checkpoint_of_an_unfinished_run_is_named_with_resume_false(tm
     with pytest.raises(ConfigError, match=message):
         train(config(FAST), tmp_path)
     assert train(config([*FAST, "resume=false"]), tmp_path).epochs == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_stops_like_once_without_a_traceback(tmp_path):
+    args = [*FAST, "trainer.max_epochs=30", "compute.threads=1", f"hydra.run.dir={tmp_path}"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cifar_cnn.train", *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    while not checkpoint.exists() and child.poll() is None:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    output = child.communicate(timeout=120)[0]
+    assert child.returncode == 130 and "Traceback" not in output, output
+    assert json.loads((tmp_path / "failed.json").read_text())["signal"] == "SIGINT"
+    assert read_checkpoint(checkpoint)["cifar_cnn"]["history"]["train_loss"]
