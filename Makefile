@@ -111,6 +111,10 @@ bench-gpu: $(BIN)/.installed
 bench-overhead: $(BIN)/.installed
 	$(BIN)/python benchmarks/overhead.py
 
+## bench-cache-key: what keying the image cache by the files' bytes costs (DATA_ROOT=image folder)
+bench-cache-key: $(BIN)/.installed
+	$(BIN)/python benchmarks/cache_key.py $(DATA_ROOT) $(BENCH_ARGS)
+
 ## tensorboard: serve outputs/ at http://localhost:6006 (TB_HOST=0.0.0.0: to the network)
 TB_HOST ?= localhost
 tensorboard: $(BIN)/.installed

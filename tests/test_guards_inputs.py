@@ -4,6 +4,8 @@ key to change, and evaluation needs no training images."""
 
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -22,7 +24,7 @@ from cifar_cnn.training.data import CIFAR10DataModule, load_arrays
 from cifar_cnn.training.loggers import check_loggers
 from cifar_cnn.training.run import train
 from cifar_cnn.use.inference import evaluate
-from helpers import FAST, config, make_folder, run_cli
+from helpers import FAST, REPO, config, make_folder, run_cli
 
 
 def test_the_image_cache_notices_new_pixels_with_the_same_size_and_time(tmp_path):
@@ -187,3 +189,13 @@ def test_a_checkpoint_evaluated_while_its_run_trains_is_its_last_complete_one(tm
     (tmp_path / "eval").mkdir()
     record = train(config([*FAST, "trainer.max_epochs=3"]), tmp_path / "run", callbacks=[midway])
     assert record.epochs == 3 and [r.epochs for r in midway.records] == [2]
+
+
+@pytest.mark.slow
+def test_the_cache_key_benchmark_runs_on_a_tiny_folder(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/cache_key.py", str(root), "--rounds", "1", "--decode"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    assert "20 files in" in result.stdout and "decode" in result.stdout
