@@ -4,6 +4,7 @@ and other values named before they reach torch or Lightning."""
 
 import errno
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -172,3 +173,46 @@ def test_ctrl_c_twice_stops_like_once_without_a_traceback(tmp_path):
     assert child.returncode == 130 and "Traceback" not in output, output
     assert json.loads((tmp_path / "failed.json").read_text())["signal"] == "SIGINT"
     assert read_checkpoint(checkpoint)["cifar_cnn"]["history"]["train_loss"]
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_after_training_is_named_with_the_results(tmp_path):
+    """The issue's case: `ulimit -f 4` with logger=csv; neither the checkpoint nor metrics.json
+    fits, and the message says so, with the numbers (also kept in failed.json)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+
+    args = [
+        *(o for o in FAST if not o.startswith(("trainer.max_epochs", "trainer.gradient_clip"))),
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "checkpoint_every_n_epochs=5",
+        f"hydra.run.dir={tmp_path}",
+    ]  # fmt: skip (few enough that .hydra/ still fits in 4 KiB)
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_cnn.train", *args], cwd=REPO, preexec_fn=limit,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )  # fmt: skip
+    message = r"training finished \(test recall 0\.\d+, accuracy .* after 1 epochs\), but .*"
+    message += r"metrics.json could not be written \(File too large\)"
+    assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+    assert re.search(message, result.stdout)
+    assert "test recall" in json.loads((tmp_path / "failed.json").read_text())["error"]
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_before_training_is_named_without_a_traceback(tmp_path):
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_cnn.train", *ONE_EPOCH, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, preexec_fn=limit,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+    assert re.search(r"cannot write .* \(File too large\); free space", result.stdout)
