@@ -25,7 +25,7 @@ SEARCH_SEEDS ?=
 SEARCH_DIR ?=
 
 .PHONY: help install install-search study sweep report search test test-fast lint bench \
-	bench-grid bench-gpu bench-overhead tensorboard clean
+	bench-grid bench-gpu bench-overhead bench-cache-key tensorboard clean
 .DEFAULT_GOAL := install
 
 ## help: list the targets
