@@ -25,7 +25,7 @@ SEARCH_SEEDS ?=
 SEARCH_DIR ?=
 
 .PHONY: help install install-search study beyond sweep report status search test test-fast \
-	lint bench bench-grid bench-gpu bench-overhead bench-augment tensorboard clean
+	lint bench bench-grid bench-gpu bench-overhead bench-augment bench-cache-key tensorboard clean
 .DEFAULT_GOAL := install
 
 ## help: list the targets
@@ -139,6 +139,10 @@ bench-overhead: $(BIN)/.installed
 # 2-core machine); BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) for an image folder or .tar.gz.
 bench-augment: $(BIN)/.installed
 	$(BIN)/python benchmarks/augment.py $(BENCH_ARGS)
+
+## bench-cache-key: what keying the image cache by the files' bytes costs (DATA_ROOT=image folder)
+bench-cache-key: $(BIN)/.installed
+	$(BIN)/python benchmarks/cache_key.py $(DATA_ROOT) $(BENCH_ARGS)
 
 ## tensorboard: serve outputs/ at http://localhost:6006 (TB_HOST=0.0.0.0: to the network)
 TB_HOST ?= localhost

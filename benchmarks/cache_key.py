@@ -3,10 +3,10 @@
 Times, in separate processes taking turns, the cache key of an image folder computed from
 each file's size and modification time (the old key, the baseline) and from each file's
 bytes (`cifar_cnn.training.data.fingerprint`, the key now), and for scale, loading the cache
-itself and decoding the folder. The page cache is warm for both keys (the first round is
-left out); a cold read costs what the disk does.
+itself (every round) and decoding the folder (once, with `--decode`). The page cache is warm
+for both keys (the first round is left out); a cold read costs what the disk does.
 
-    python benchmarks/cache_key.py DATA_ROOT [--rounds 5]
+    python benchmarks/cache_key.py DATA_ROOT [--rounds 5] [--decode]
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="an image folder (train/<class>/, test/<class>/)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--decode", action="store_true", help="time decoding once, for scale")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -68,7 +69,7 @@ def main() -> None:
     from cifar_cnn.training.data import load_arrays
 
     load_arrays("folder", args.root)  # builds the cache (and warms the page cache)
-    kinds = ("stat", "bytes", "load", "decode")
+    kinds = ("stat", "bytes", "load")
     times: dict[str, list[float]] = {k: [] for k in kinds}
     for round_ in range(args.rounds + 1):
         for kind in kinds if round_ % 2 else reversed(kinds):  # alternate the order
@@ -83,6 +84,8 @@ def main() -> None:
     for kind in kinds:
         t = times[kind]
         print(f"  {kind:<7} {statistics.median(t):7.3f}  {min(t):.3f}-{max(t):.3f}")
+    if args.decode:
+        print(f"  decode  {one('decode', args.root):7.3f}  (once)")
 
 
 if __name__ == "__main__":

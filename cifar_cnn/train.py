@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from cifar_cnn import app
 from cifar_cnn.core.errors import Interrupted, RunRefused, TrainingDiverged, UserError
-from cifar_cnn.training.run import record_failure, train
+from cifar_cnn.training.run import ignore_stop_signals, record_failure, train
 
 log = logging.getLogger("cifar_cnn")
 
@@ -40,9 +40,19 @@ def main(cfg: DictConfig) -> float | None:
         app.exit_on_user_error(e)
         raise
     except Interrupted as e:  # a scheduler (or `&&`) must see that the run did not finish
+        ignore_stop_signals()  # a second Ctrl-C while recording this would print a traceback
         record_failure(run_dir, e, e.epoch, experiment, overrides)
         log.error("%s: %s", run_dir, e)
         sys.exit(128 + e.signum)
+    except OSError as e:  # a full disk, a file-size limit or permissions in the run directory
+        error = UserError(
+            f"cannot write {e.filename or run_dir} ({e.strerror or e}); free space (or raise "
+            "the file-size limit, ulimit -f, or fix the folder's permissions) and rerun: the "
+            "run resumes from its last checkpoint"
+        )
+        record_failure(run_dir, error, None, experiment, overrides)
+        app.exit_on_user_error(error)
+        raise error from e
     except Exception as e:
         epoch = e.epoch if isinstance(e, TrainingDiverged) else None
         record_failure(run_dir, e, epoch, experiment, overrides)

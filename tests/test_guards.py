@@ -4,6 +4,11 @@ and other values named before they reach torch or Lightning."""
 
 import errno
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -12,9 +17,10 @@ from cifar_cnn.analysis.runs import read_run
 from cifar_cnn.core.errors import ConfigError, ResultsNotSaved, RunRefused
 from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.training import run as run_module
+from cifar_cnn.training.checkpoint import read_checkpoint
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.run import train
-from helpers import FAST, config
+from helpers import FAST, REPO, config
 
 ONE_EPOCH = [*FAST, "trainer.max_epochs=1"]
 
@@ -148,3 +154,65 @@ def test_a_damaged_checkpoint_of_an_unfinished_run_is_named_with_resume_false(tm
     with pytest.raises(ConfigError, match=message):
         train(config(FAST), tmp_path)
     assert train(config([*FAST, "resume=false"]), tmp_path).epochs == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_stops_like_once_without_a_traceback(tmp_path):
+    args = [*FAST, "trainer.max_epochs=30", "compute.threads=1", f"hydra.run.dir={tmp_path}"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cifar_cnn.train", *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    while not checkpoint.exists() and child.poll() is None:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    output = child.communicate(timeout=120)[0]
+    assert child.returncode == 130 and "Traceback" not in output, output
+    assert json.loads((tmp_path / "failed.json").read_text())["signal"] == "SIGINT"
+    assert read_checkpoint(checkpoint)["cifar_cnn"]["history"]["train_loss"]
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_after_training_is_named_with_the_results(tmp_path):
+    """The issue's case: `ulimit -f 4` with logger=csv; neither the checkpoint nor metrics.json
+    fits, and the message says so, with the numbers (also kept in failed.json)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+
+    args = [
+        *(o for o in FAST if not o.startswith(("trainer.max_epochs", "trainer.gradient_clip"))),
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "checkpoint_every_n_epochs=5",
+        f"hydra.run.dir={tmp_path}",
+    ]  # fmt: skip (few enough that .hydra/ still fits in 4 KiB)
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_cnn.train", *args], cwd=REPO, preexec_fn=limit,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )  # fmt: skip
+    message = r"training finished \(test recall 0\.\d+, accuracy .* after 1 epochs\), but .*"
+    message += r"metrics.json could not be written \(File too large\)"
+    assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+    assert re.search(message, result.stdout)
+    assert "test recall" in json.loads((tmp_path / "failed.json").read_text())["error"]
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_before_training_is_named_without_a_traceback(tmp_path):
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_cnn.train", *ONE_EPOCH, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, preexec_fn=limit,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+    assert re.search(r"cannot write .* \(File too large\); free space", result.stdout)

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -20,6 +21,7 @@ from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.data import CIFAR10DataModule, load_arrays
 from cifar_cnn.training.loggers import check_loggers
 from cifar_cnn.training.run import train
+from cifar_cnn.use.inference import evaluate
 from helpers import FAST, config, make_folder, run_cli
 
 
@@ -164,3 +166,24 @@ def test_a_folder_inside_a_class_folder_is_named_as_left_out(tmp_path, caplog):
     Image.new("RGB", (32, 32)).save(root / "train" / "cat" / "more" / "x.png")
     assert len(load_arrays("folder", root)["train_y"]) == 10
     assert "left out 1 folders inside class folders (cat/more)" in caplog.text
+
+
+class _EvaluateMidway(Callback):
+    """Evaluates the run's checkpoint while the run is still training (after epoch 2)."""
+
+    def __init__(self, run_dir, out_dir):
+        self.run_dir, self.out_dir, self.records = run_dir, out_dir, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 2:  # the checkpoint of epoch 2 is in place
+            ckpt = f"ckpt_path={self.run_dir / 'checkpoints' / 'last.ckpt'}"
+            data = [o for o in FAST if o.startswith("data.")]
+            cfg = compose_config([ckpt, *data, "trainer.accelerator=cpu"], config_name="evaluate")
+            self.records.append(evaluate(cfg, self.out_dir))
+
+
+def test_a_checkpoint_evaluated_while_its_run_trains_is_its_last_complete_one(tmp_path):
+    midway = _EvaluateMidway(tmp_path / "run", tmp_path / "eval")
+    (tmp_path / "eval").mkdir()
+    record = train(config([*FAST, "trainer.max_epochs=3"]), tmp_path / "run", callbacks=[midway])
+    assert record.epochs == 3 and [r.epochs for r in midway.records] == [2]

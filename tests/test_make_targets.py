@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, make_folder
 
 STAMPS = [".venv/bin/.installed", ".venv/bin/.installed-search"]
 # Every run and sweep here: synthetic data, a few batches, one epoch, no progress bar.
@@ -35,7 +35,8 @@ NOT_RUN = {
 }
 # beyond: tests/test_rows.py runs it on a throwaway row.
 RUN = {"help", "lint", "study", "beyond", "report", "status", "search", "bench", "bench-grid",
-       "bench-gpu", "bench-overhead", "bench-augment", "tensorboard", "clean"}  # fmt: skip
+       "bench-gpu", "bench-overhead", "bench-augment", "bench-cache-key", "tensorboard",
+       "clean"}  # fmt: skip
 
 
 def make(*args: str, cwd: Path = REPO, timeout: float = 600) -> str:
@@ -108,6 +109,9 @@ def test_bench_targets(tmp_path):
     assert (tmp_path / "grid.json").is_file()
     make("bench-gpu", f"BENCH_ARGS=--quick --jobs 1 --budget 30 --output {tmp_path / 'gpu.json'}")
     assert (tmp_path / "gpu.json").is_file()
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    output = make("bench-cache-key", f"DATA_ROOT={root}", "BENCH_ARGS=--rounds 1 --decode")
+    assert "20 files in" in output and "decode" in output
     output = make("bench-augment", f"BENCH_ARGS=--quick --output={tmp_path / 'augment.json'}")
     assert "on/off" in output and "CPU: " in output
     measured = json.loads((tmp_path / "augment.json").read_text())

@@ -138,11 +138,11 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
             raise KeyError("no cifar_cnn run config or weights")
         history_of(checkpoint)
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
-        raise ConfigError(
-            f"{key}={path}: not a readable cifar_cnn checkpoint ({type(e).__name__}: "
-            f"{reason}); delete it or pass another, e.g. {EXAMPLE}"
-        ) from e
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        reason = f"not a readable cifar_cnn checkpoint ({type(e).__name__}: {first})"
+        error = ConfigError(f"{key}={path}: {reason}; delete it or pass another, e.g. {EXAMPLE}")
+        error.reason = reason  # for callers that advise otherwise (checkpoint_to_resume)
+        raise error from e
     return checkpoint
 
 
@@ -200,10 +200,8 @@ def checkpoint_to_resume(
         if ckpt_path:
             raise
         raise ConfigError(
-            f"this run's checkpoint {path} cannot be resumed: {str(e).split(': ', 1)[-1]}".split(
-                "; delete it"
-            )[0]
-            + "; pass resume=false to start the run over (the checkpoint is replaced)"
+            f"this run's checkpoint {path} cannot be resumed: {getattr(e, 'reason', e)}; pass "
+            "resume=false to start the run over (the checkpoint is replaced)"
         ) from e
     mismatches = config_mismatches(saved_run_config(checkpoint), run_config)
     if mismatches:

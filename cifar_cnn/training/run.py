@@ -133,12 +133,16 @@ def finished_run(
 def signals_stop(module: CIFARClassifier) -> Iterator[None]:
     """Turn SIGTERM and SIGINT into `Interrupted`: training stops where it is and the last
     complete checkpoint stays (a checkpoint being written is discarded). A handler installed
-    before (a scheduler's) still runs first."""
+    before (a scheduler's) still runs first. Signals after the first are ignored while the
+    run stops (pressing Ctrl-C twice stops it the same way); `ignore_stop_signals` keeps
+    ignoring them while the caller records the interruption and exits."""
     received: list[int] = []
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
     def stop(signum: int, frame: object) -> None:
         received.append(signum)
+        if len(received) > 1:  # already stopping: a second Ctrl-C must not break the teardown
+            return
         handler = previous[signum]
         if callable(handler) and handler is not signal.default_int_handler:
             handler(signum, frame)
@@ -155,6 +159,13 @@ def signals_stop(module: CIFARClassifier) -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGTERM and SIGINT from now on: a process that is already stopping records its
+    interruption and exits, without a second signal's traceback."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def train(
