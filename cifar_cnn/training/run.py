@@ -4,8 +4,8 @@
 builds the network, fits with periodic evaluation (on the test set, as the study did, or with
 `data.val_size` on the held-out validation split, also after the last epoch), tests once, and
 writes a `RunRecord` to `metrics.json`. A run directory that holds a finished run of the same
-settings is skipped (or continued, for a larger `trainer.max_epochs`); one of other settings
-is refused; one with a checkpoint resumes. A signal stops the run after the current step with
+settings is skipped (or continued, for a larger `trainer.max_epochs`; a pruned search trial is
+never continued); one of other settings is refused; one with a checkpoint resumes. A signal stops the run after the current step with
 `Interrupted`. The Hydra app (`cifar_cnn.train`), the benchmarks and the tests all call it.
 """
 
@@ -40,6 +40,7 @@ from cifar_cnn.training.loggers import HParamsSummary, build_loggers
 from cifar_cnn.training.model import count_parameters, layer_summary
 from cifar_cnn.training.module import CIFARClassifier
 from cifar_cnn.training.provenance import environment
+from cifar_cnn.training.pruning import ReportToTrial
 from cifar_cnn.training.trainer import build_trainer
 
 log = logging.getLogger("cifar_cnn")
@@ -141,6 +142,10 @@ def train(
     run_config = OmegaConf.to_container(cfg, resolve=True)
     with run_lock(run_dir):
         finished = None if cfg.ckpt_path or not cfg.resume else finished_run(run_dir, run_config)
+        if finished and finished.pruned:
+            log.info("%s: this search trial was pruned after %d epochs; skipping it",
+                     run_dir / METRICS_FILE, finished.epochs)  # fmt: skip
+            return finished
         if finished and finished.epochs >= cfg.trainer.max_epochs:
             log.info("%s: this run already finished; skipping it", run_dir / METRICS_FILE)
             return finished
@@ -210,12 +215,14 @@ def _fit_and_test(
         ),
         wall_seconds_this_process=time.perf_counter() - started,
         config=run_config,
+        pruned=any(isinstance(c, ReportToTrial) and c.pruned for c in callbacks),
     )
     write_record(run_dir / METRICS_FILE, record)
     (run_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt of this run
     held_out = record.val_recall
     log.info(
-        "%stest recall %.4f after %d epochs; wrote %s",
+        "%s%stest recall %.4f after %d epochs; wrote %s",
+        "pruned: " if record.pruned else "",
         "" if held_out is None else f"validation recall {held_out:.4f}, ",
         record.test.recall,
         record.epochs,
