@@ -76,6 +76,9 @@ KEYS: tuple[Key, ...] = (
     Key("top_k", **_SETTING, why="predict: how many classes to list"),
     Key("batch_size", **_SETTING, why="predict: speed only"),
     Key("hparams_search", **_SETTING, why="the search's settings (hydra.sweeper)"),
+    # --- search: the pruner's config group (issue 24) ---
+    Key("search_pruner", **_SETTING, why="the search's pruner (hydra.sweeper.pruner)"),
+    # --- end of search block ---
     Key("hydra.", **_SETTING, why="where and how Hydra runs jobs"),
     Key("hydra/", **_SETTING, why="the launcher and sweeper (hydra/launcher=joblib, slurm)"),
 )  # fmt: skip
