@@ -125,7 +125,7 @@ def same_setting(a: str | None, b: str | None) -> bool:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _sweep_config(sweep_dir: Path) -> dict:
+def search_config(sweep_dir: Path) -> dict:
     """The sweep's config (multirun.yaml), or the first trial's Hydra config; {} without."""
     candidates = [sweep_dir / SWEEP_CONFIG, *sorted(sweep_dir.glob("[0-9]*/.hydra/hydra.yaml"))]
     for path in candidates:
@@ -143,7 +143,7 @@ def is_search(sweep_dir: Path) -> bool:
         return True
     if not (sweep_dir / SWEEP_CONFIG).is_file():
         return False
-    target = str(_sweep_config(sweep_dir).get("hydra", {}).get("sweeper", {}).get("_target_"))
+    target = str(search_config(sweep_dir).get("hydra", {}).get("sweeper", {}).get("_target_"))
     return "optuna" in target.lower()
 
 
@@ -228,7 +228,7 @@ def read_search(sweep_dir: Path) -> Search:
     """The trials of a search sweep directory, best first, with the retrained comparison."""
     if not sweep_dir.is_dir():
         raise ReportError(f"{sweep_dir}: no such directory (pass a search sweep directory)")
-    config = _sweep_config(sweep_dir)
+    config = search_config(sweep_dir)
     space = search_space(config)
     sweeper = config.get("hydra", {}).get("sweeper") or {}
     study = open_search_study(sweep_dir, sweeper)
