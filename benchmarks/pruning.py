@@ -61,6 +61,7 @@ def search(args: argparse.Namespace, mode: str, seed: int, data: list[str], work
         f"trainer.max_epochs={args.epochs}", f"data.val_size={args.val_size}",
         "hydra/launcher=basic", "hydra.sweeper.n_jobs=1", f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweep.dir={sweep}", *PRUNERS[mode],
+        *args.overrides,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
     started = time.perf_counter()
@@ -119,6 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-size", type=int, default=800, help="held out (default 800)")
     parser.add_argument("--seeds", default="0,1", help="sampler seeds (default 0,1)")
     parser.add_argument("--modes", nargs="+", choices=list(PRUNERS), default=list(PRUNERS))
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides for every search, e.g. model.filters=small")  # fmt: skip
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(runs[-1]), flush=True)
     summary = summarise(runs, args.modes)
     print(f"\n{args.trials} trials x {args.epochs} epochs, {described}, {args.val_size} held "
-          f"out; sampler seeds {args.seeds}")  # fmt: skip
+          f"out; sampler seeds {args.seeds}; {' '.join(args.overrides)}")  # fmt: skip
     print(f"{'mode':8} {'trial-epochs':>14} {'vs none':>9} {'wall s':>8} {'pruned':>7} "
           f"{'best val':>9} {'Δ best':>8}")  # fmt: skip
     for mode, s in summary.items():
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['best_val_recall']['median']:>9.4f} {delta:>+8.4f}")  # fmt: skip
     result = {"benchmark": "pruning", "device": "cpu", "machine": machine(), "data": described,
               "trials": args.trials, "epochs": args.epochs, "val_size": args.val_size,
-              "seeds": seeds, "command": "python benchmarks/pruning.py " + " ".join(
+              "seeds": seeds, "overrides": args.overrides, "command": "python benchmarks/pruning.py " + " ".join(
                   sys.argv[1:] if argv is None else argv),
               "runs": runs, "summary": summary}  # fmt: skip
     path = write_result(result, args.output, args.quick, partial=False, kind="pruning")

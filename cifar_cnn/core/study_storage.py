@@ -34,10 +34,12 @@ SQLITE_TIMEOUT_S = 60  # how long a process waits for another's write to a share
 CONNECT_TIMEOUT_S = 10  # how long to wait for a database server to answer
 CREATE_ATTEMPTS = 8  # creating one study's tables from two machines at once may collide
 CREATE_LOCK_TIMEOUT_S = 120
+# The packages of the drivers SQLAlchemy imports (postgresql:// is psycopg 3 in SQLAlchemy
+# 2.1, psycopg2 in 2.0; the search extra installs both).
 INSTALL_DRIVER = {
-    "postgresql": "pip install psycopg2-binary (in the search extra: pip install "
-    "'cifar_cnn[search]')",
-    "mysql": "pip install pymysql, and write the URL as mysql+pymysql://...",
+    "psycopg": "pip install 'psycopg[binary]' (or pip install 'cifar_cnn[search]')",
+    "psycopg2": "pip install psycopg2-binary (or pip install 'cifar_cnn[search]')",
+    "MySQLdb": "pip install mysqlclient, or pip install pymysql and write mysql+pymysql://...",
 }
 # Errors a second process creating the same tables or study at the same moment can meet.
 _RACES = ("already exists", "duplicate key", "unique constraint", "database is locked")
@@ -114,11 +116,13 @@ def _rdb_error(storage: str, error: BaseException) -> StorageError:
     """A StorageError naming the key and the likely fix for a database that failed."""
     text = _first_line(error)
     lowered = str(error).lower()
-    scheme = storage.partition(":")[0].partition("+")[0]
     if isinstance(error, ImportError):
-        fix = INSTALL_DRIVER.get(scheme, "install the database driver the URL names")
-        return StorageError(f"{KEY}={storage}: the database driver is not installed ({text}); "
-                            f"{fix}")  # fmt: skip
+        # Optuna re-raises the driver's ImportError with a message of its own
+        missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None)
+        fix = INSTALL_DRIVER.get(missing, f"pip install {missing}" if missing else
+                                 "install the database driver the URL names")  # fmt: skip
+        return StorageError(f"{KEY}={storage}: the database driver is not installed (no "
+                            f"module {missing or text}); {fix}")  # fmt: skip
     if any(p in lowered for p in _PASSWORD):
         return StorageError(f"{KEY}={storage}: the database refused the user or password "
                             f"({text}); correct them in the URL")  # fmt: skip
