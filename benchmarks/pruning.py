@@ -111,12 +111,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (see the module's docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: synthetic, 2 tiny trials")
-    parser.add_argument("--data", type=Path, default=os.environ.get(DATA_ENV) or None,
-                        metavar="PATH", help=f"image folder or .tar.gz (default: ${DATA_ENV})")  # fmt: skip
+    parser.add_argument(
+        "--data", type=Path, default=os.environ.get(DATA_ENV) or None, metavar="PATH",
+        help=f"image folder or .tar.gz (default: ${DATA_ENV})",
+    )  # fmt: skip
     parser.add_argument("--trials", type=int, default=8, help="trials per search (default 8)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per trial (default 4)")
-    parser.add_argument("--train-images", type=int, default=4000,
-                        help="training images before the validation split (default 4000)")  # fmt: skip
+    parser.add_argument(
+        "--train-images", type=int, default=4000,
+        help="training images before the validation split (default 4000)",
+    )  # fmt: skip
     parser.add_argument("--val-size", type=int, default=800, help="held out (default 800)")
     parser.add_argument("--seeds", default="0,1", help="sampler seeds (default 0,1)")
     parser.add_argument("--modes", nargs="+", choices=list(PRUNERS), default=list(PRUNERS))
@@ -166,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode:8} {s['trial_epochs']['median']:>14.1f} {ratio:>9.2f} "
               f"{s['wall_seconds']['median']:>8.0f} {s['pruned']['median']:>7.1f} "
               f"{s['best_val_recall']['median']:>9.4f} {delta:>+8.4f}")  # fmt: skip
+    command = "python benchmarks/pruning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"benchmark": "pruning", "device": "cpu", "machine": machine(), "data": described,
               "trials": args.trials, "epochs": args.epochs, "val_size": args.val_size,
-              "seeds": seeds, "overrides": args.overrides, "command": "python benchmarks/pruning.py " + " ".join(
-                  sys.argv[1:] if argv is None else argv),
+              "seeds": seeds, "overrides": args.overrides, "command": command,
               "runs": runs, "summary": summary}  # fmt: skip
     path = write_result(result, args.output, args.quick, partial=False, kind="pruning")
     print(f"wrote {path}")

@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.keys import run_name
 from cifar_cnn.core.runfiles import HYDRA_DIR
+from cifar_cnn.core.study_storage import TRIAL_ENV, running_trial
 from cifar_cnn.training.config_checks import validate_launch
 from cifar_cnn.training.runtime import usable_cpus
-from cifar_cnn.core.study_storage import TRIAL_ENV, running_trial
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import (
     ResumableOptunaSweeper,
     build_pruner,

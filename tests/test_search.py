@@ -28,11 +28,11 @@ from cifar_cnn.app import compose_config
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.record import DataSummary, Failure, read_record, write_record
 from cifar_cnn.core.runfiles import FAILED_FILE, METRICS_FILE
+from cifar_cnn.core.study_storage import TRIAL_ENV, PrunedTrial, running_trial
 from cifar_cnn.report import write_sweep_report
 from cifar_cnn.search import main, retrain_commands, search_command
 from cifar_cnn.training.config_checks import validate_config
 from helpers import FAST, REPO, clean_env, fake_record, run_cli
-from cifar_cnn.core.study_storage import TRIAL_ENV, PrunedTrial, running_trial
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import (
     ResumableOptunaSweeper,
     SearchError,
@@ -80,6 +80,7 @@ def test_each_pruner_of_the_search_pruner_group_builds(choice, pruner):
     assert type(built).__name__ == pruner if pruner else built is None
     off = compose_config(["hparams_search=optuna", "hydra.sweeper.pruner=null"], hydra_config=True)
     assert build_pruner(off.hydra.sweeper.pruner) is None
+
 
 def test_every_value_at_the_edges_of_the_search_space_is_a_valid_run():
     from optuna.distributions import CategoricalDistribution
@@ -532,8 +533,9 @@ def test_two_searches_sharing_one_study_keep_every_trial_in_its_own_directory(tm
             "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]  # fmt: skip
     command = [sys.executable, "-m", "cifar_cnn.train", *args]
     processes = [
-        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         env=clean_env())
+        subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env()
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=600)[0].decode() for p in processes]
@@ -552,8 +554,10 @@ def test_two_searches_sharing_one_study_keep_every_trial_in_its_own_directory(tm
         (["hparams_search=optuna"], "hparams_search=optuna is a search over many runs; add -m"),
         (["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=0"], "n_trials=0: a search"),
         (["-m", "hparams_search=optuna"], "optuna.db is not a readable Optuna study"),
-        (["-m", "hparams_search=optuna", "hydra.sweeper.pruner._target_=optuna.pruners.Nope"],
-         "hydra.sweeper.pruner._target_=optuna.pruners.Nope: cannot build"),
+        (
+            ["-m", "hparams_search=optuna", "hydra.sweeper.pruner._target_=optuna.pruners.Nope"],
+            "hydra.sweeper.pruner._target_=optuna.pruners.Nope: cannot build",
+        ),
     ],
 )
 def test_a_search_that_cannot_run_says_why_without_a_traceback(

@@ -63,8 +63,9 @@ def _two_searches(sweep: Path, storage: str) -> list[str]:
             f"hydra.sweeper.storage='{storage}'"]  # fmt: skip
     command = [sys.executable, "-m", "cifar_cnn.train", *args]
     processes = [
-        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         env=clean_env())  # fmt: skip
+        subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env()
+        )  # fmt: skip
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=600)[0].decode() for p in processes]
@@ -173,7 +174,9 @@ def test_a_file_that_is_not_a_journal_is_refused_and_left_alone(tmp_path):
 )  # fmt: skip
 def test_a_database_that_cannot_be_used_is_refused_naming_the_key(storage, message):
     started = time.perf_counter()
-    with pytest.raises(SearchError, match=re.escape(f"hydra.sweeper.storage={storage}: ") + message):
+    with pytest.raises(
+        SearchError, match=re.escape(f"hydra.sweeper.storage={storage}: ") + message
+    ):
         open_study(storage, STUDY_NAME, "maximize", None)
     assert time.perf_counter() - started < 30  # at once, not after retries
 
@@ -186,8 +189,9 @@ def test_a_wrong_password_is_refused_and_the_study_keeps_its_trials(postgres):
     hba = Path(server.pgdata) / "pg_hba.conf"
     hba.write_text("local all alice scram-sha-256\n" + hba.read_text())
     server.psql("SELECT pg_reload_conf();")
-    wrong = storage.replace("postgres:@", "alice:wrong@").replace("postgresql://postgres@",
-                                                                  "postgresql://alice:wrong@")
+    wrong = storage.replace("postgres:@", "alice:wrong@").replace(
+        "postgresql://postgres@", "postgresql://alice:wrong@"
+    )
     assert "alice:wrong@" in wrong
     with pytest.raises(SearchError, match="refused the user or password .*correct them"):
         open_study(wrong, STUDY_NAME, "maximize", None)
@@ -208,8 +212,10 @@ def test_a_storage_that_cannot_work_stops_the_cli_without_a_traceback(tmp_path, 
     sweep = tmp_path / "search"
     result = run_cli(["-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={sweep}",
                       f"hydra.sweeper.storage='{storage}'"], check=False)  # fmt: skip
-    assert result.returncode != 0 and message in result.stdout and "hydra.sweeper.storage=" in (
-        result.stdout
+    assert (
+        result.returncode != 0
+        and message in result.stdout
+        and "hydra.sweeper.storage=" in (result.stdout)
     )
     assert "Traceback" not in result.stdout and not (sweep / "multirun.yaml").exists()
 

@@ -198,9 +198,10 @@ def open_search_study(sweep_dir: Path, sweeper: dict) -> object | None:
         cause = e.__cause__ or e
         reason = f"{type(cause).__name__}: {(str(cause).strip() or '-').splitlines()[0]}"
         raise ReportError(
-            f"{where}: not a readable Optuna study ({reason}). Upgrade a study of an older Optuna with `optuna storage upgrade --storage "
-            f"{storage}`; a damaged {STUDY_FILE} cannot be read, but the trial directories "
-            "can: once no search uses it, move it away to report on them alone"
+            f"{where}: not a readable Optuna study ({reason}). Upgrade a study of an older "
+            f"Optuna with `optuna storage upgrade --storage {storage}`; a damaged {STUDY_FILE} "
+            "cannot be read, but the trial directories can: once no search uses it, move it "
+            "away to report on them alone"
         ) from e
     return study
 

@@ -44,8 +44,10 @@ INSTALL_DRIVER = {
 # Errors a second process creating the same tables or study at the same moment can meet.
 _RACES = ("already exists", "duplicate key", "unique constraint", "database is locked")
 # What a server's refusal says: a wrong address or password is not worth retrying.
-_UNREACHABLE = ("could not connect", "connection refused", "could not translate host",
-                "no such file or directory", "timeout expired", "name or service not known")  # fmt: skip
+_UNREACHABLE = (
+    "could not connect", "connection refused", "could not translate host",
+    "no such file or directory", "timeout expired", "name or service not known",
+)  # fmt: skip
 _PASSWORD = ("password authentication failed", "no password supplied", "access denied")
 
 
@@ -183,9 +185,7 @@ def open_storage(storage: str | None) -> Any:
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if "postgres" in storage else {}
     for attempt in range(CREATE_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(
-                storage, engine_kwargs={"connect_args": connect_args}
-            )
+            return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": connect_args})
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, RuntimeError) as e:
             if attempt < CREATE_ATTEMPTS - 1 and _is_race(e):
                 time.sleep(0.5 + attempt)  # another process is creating the same tables
@@ -256,9 +256,7 @@ def running_trial(storage: str, study_name: str | None, number: int, pruner: Any
     except (KeyError, ValueError) as e:
         raise StorageError(f"{KEY}={storage}: no study {study_name!r} to report to ({e})") from e
     try:
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(
-            study._study_id, number
-        )
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     except KeyError as e:
         raise StorageError(f"study {study_name!r} in {storage} has no trial {number}") from e
     return optuna.Trial(study, trial_id)

@@ -37,7 +37,10 @@ class ReportToTrial(Callback):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         history, split = pl_module.history, pl_module.eval_split
-        recalls, epochs = getattr(history, f"{split}_recall"), getattr(history, f"{split}_recall_epochs")
+        recalls, epochs = (
+            getattr(history, f"{split}_recall"),
+            getattr(history, f"{split}_recall_epochs"),
+        )
         if not recalls:
             return
         epoch, value = epochs[-1], recalls[-1]

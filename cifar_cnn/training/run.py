@@ -5,8 +5,9 @@ builds the network, fits with periodic evaluation (on the test set, as the study
 `data.val_size` on the held-out validation split, also after the last epoch), tests once, and
 writes a `RunRecord` to `metrics.json`. A run directory that holds a finished run of the same
 settings is skipped (or continued, for a larger `trainer.max_epochs`; a pruned search trial is
-never continued); one of other settings is refused; one with a checkpoint resumes. A signal stops the run after the current step with
-`Interrupted`. The Hydra app (`cifar_cnn.train`), the benchmarks and the tests all call it.
+never continued); one of other settings is refused; one with a checkpoint resumes. A signal
+stops the run after the current step with `Interrupted`. The Hydra app (`cifar_cnn.train`), the
+benchmarks and the tests all call it.
 """
 
 import contextlib

@@ -219,10 +219,18 @@ SWEEPER = {
     "n_jobs": _int("2", optional=True),
     "max_failure_rate": Key("float", "0.25", low=0, high=1, high_closed=True, optional=True),
     # --- search: pruning and the study's storage (issue 24) ---
-    "pruner": Key(ANY, "{_target_: optuna.pruners.MedianPruner} (or null: no pruning)",
-                  nullable=True, optional=True),  # fmt: skip
-    "storage": Key("str", "sqlite:///DIR/optuna.db, postgresql://USER@HOST/DB or a journal "
-                   "file path", nullable=True, optional=True),  # fmt: skip
+    "pruner": Key(
+        ANY,
+        "{_target_: optuna.pruners.MedianPruner} (or null: no pruning)",
+        nullable=True,
+        optional=True,
+    ),  # fmt: skip
+    "storage": Key(
+        "str",
+        "sqlite:///DIR/optuna.db, postgresql://USER@HOST/DB or a journal file path",
+        nullable=True,
+        optional=True,
+    ),  # fmt: skip
     # --- end of search block ---
 }
 

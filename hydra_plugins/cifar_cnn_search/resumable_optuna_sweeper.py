@@ -9,9 +9,9 @@ launcher and tells the study each result:
   to it), so several processes sharing one study (one sweep directory, or one database for
   several machines) never write to the same directory.
 - Resuming. The study counts: a command runs trials until the study holds `n_trials` finished
-  ones (complete, pruned or failed), counting those of earlier commands and of other processes running
-  now. Trials left running by an interrupted command are not counted (they stay RUNNING in the
-  study, and their place is taken by new trials).
+  ones (complete, pruned or failed), counting those of earlier commands and of other
+  processes running now. Trials left running by an interrupted command are not counted (they
+  stay RUNNING in the study, and their place is taken by new trials).
 - Failures. A trial that raises, or returns a value that is not a finite number, is stored as
   failed and the search goes on, until the study holds more than
   `floor(max_failure_rate * n_trials)` failed trials: then it stops with an error.
