@@ -2,6 +2,9 @@
 pruned, recorded as PRUNED and never retrained, in parallel trials; a pruned run directory is
 skipped when rerun; the report lists pruned trials and shows what mattered."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from cifar_cnn.core.record import RunRecord, read_record, write_record
 from cifar_cnn.core.runfiles import METRICS_FILE
 from cifar_cnn.report import write_sweep_report
 from cifar_cnn.training.run import train
-from helpers import FAST, config, run_cli
+from helpers import FAST, REPO, clean_env, config, run_cli
 
 optuna = pytest.importorskip("optuna")
 STUDY_NAME = "cifar_cnn_search"
@@ -87,3 +90,20 @@ def test_a_pruned_run_is_never_continued_when_its_directory_is_rerun(tmp_path):
     again = train(more, tmp_path)
     assert again.pruned and again.epochs == 1
     assert read_record(tmp_path / METRICS_FILE, RunRecord) == pruned
+
+
+@pytest.mark.slow
+def test_the_pruning_benchmark_runs_in_quick_mode(tmp_path):
+    output = tmp_path / "pruning.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/pruning.py", "--quick", "--output", str(output)],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=clean_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    measured = json.loads(output.read_text())
+    assert [r["mode"] for r in measured["runs"]] == ["none", "median"]
+    none, median = measured["runs"]
+    assert none["trials"] == median["trials"] == 2 and none["pruned"] == 0
+    assert none["epochs_per_trial"] and set(none["epochs_per_trial"]) == {2}  # no pruning
+    assert none["trial_epochs"] == sum(none["epochs_per_trial"])
+    assert set(measured["summary"]) == {"none", "median"} and "trial-epochs" in result.stdout
