@@ -18,7 +18,12 @@ import pytest
 import yaml
 
 from cifar_cnn.analysis.trials import read_search
-from cifar_cnn.core.study_storage import StorageError, check_journal, create_or_load_study
+from cifar_cnn.core.study_storage import (
+    StorageError,
+    check_journal,
+    create_or_load_study,
+    load_study,
+)
 from cifar_cnn.search import dashboard_command
 from helpers import FAST, REPO, clean_env, run_cli
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import SearchError, open_study
@@ -76,8 +81,7 @@ def _two_searches(sweep: Path, storage: str) -> list[str]:
 def _check_shared(sweep: Path, storage: str) -> None:
     """What the SQLite shared-study test checks: every trial in its own directory with its
     value, none lost, the total reached; and the report reads the study from `storage`."""
-    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
-    trials = study.get_trials()
+    trials = load_study(storage, STUDY_NAME).get_trials()
     complete = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
     assert len(complete) >= 4
     search = read_search(sweep)
@@ -123,7 +127,7 @@ def _race(storage: str, processes: int = 4) -> None:
     ]  # fmt: skip
     outputs = [p.communicate(timeout=300)[0].decode() for p in running]
     assert [p.returncode for p in running] == [0] * processes, outputs
-    study = optuna.load_study(study_name="raced", storage=storage)
+    study = load_study(storage, "raced")
     assert len(study.trials) == processes  # one study, every process's trial in it
 
 
@@ -137,6 +141,23 @@ def test_creating_a_study_is_safe_against_concurrent_creators(tmp_path, postgres
 def _study_with_a_trial(storage: str) -> None:
     study = create_or_load_study(storage, STUDY_NAME, "maximize")
     study.tell(study.ask(), 0.5)
+
+
+def test_without_a_pruner_nothing_is_pruned(tmp_path):
+    # Optuna's own default for pruner=None is the median pruner: the study and the trials'
+    # workers get one that never prunes instead
+    from cifar_cnn.core.study_storage import running_trial
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = create_or_load_study(storage, STUDY_NAME, "maximize", pruner=None)
+    assert isinstance(study.pruner, optuna.pruners.NopPruner)
+    for value in (0.9,) * 5:  # past the median pruner's 5 start-up trials
+        trial = study.ask()
+        trial.report(value, 1)
+        study.tell(trial, value)
+    worker = running_trial(storage, STUDY_NAME, study.ask().number, pruner=None)
+    worker.report(0.0, 1)  # far below the others: a median pruner would stop it
+    assert not worker.should_prune()
 
 
 def test_a_file_that_is_not_a_journal_is_refused_and_left_alone(tmp_path):
@@ -157,9 +178,7 @@ def test_a_file_that_is_not_a_journal_is_refused_and_left_alone(tmp_path):
     journal = tmp_path / "optuna.journal"
     _study_with_a_trial(str(journal))  # a real journal opens again, its trial kept
     check_journal(journal)
-    loaded = optuna.load_study(study_name=STUDY_NAME, storage=open_study(
-        str(journal), STUDY_NAME, "maximize", None)._storage)  # fmt: skip
-    assert [t.value for t in loaded.trials] == [0.5]
+    assert [t.value for t in load_study(str(journal), STUDY_NAME).trials] == [0.5]
 
 
 @pytest.mark.parametrize(
@@ -252,7 +271,7 @@ def test_the_dashboard_serves_a_finished_study_over_http(tmp_path):
         deadline, studies = time.time() + 120, None
         while studies is None and time.time() < deadline and server.poll() is None:
             try:
-                studies = _get(f"http://127.0.0.1:{port}/api/studies")["studies"]
+                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
             except OSError:
                 time.sleep(0.5)
         assert studies is not None, server.stdout.read1().decode() if server.poll() else "no answer"
@@ -261,6 +280,7 @@ def test_the_dashboard_serves_a_finished_study_over_http(tmp_path):
         assert [(t["number"], t["state"], t["values"]) for t in trials] == [
             (0, "Complete", [0.3]), (1, "Complete", [0.6])
         ]  # fmt: skip
+        assert trials[1]["intermediate_values"] == [{"step": 1, "value": 0.3}]
     finally:
         server.terminate()
         server.wait(timeout=30)

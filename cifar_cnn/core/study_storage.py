@@ -149,6 +149,14 @@ def _is_race(error: BaseException) -> bool:
     return any(p in str(error).lower() for p in _RACES) or type(error).__name__ == "IntegrityError"
 
 
+def _pruner(pruner: Any) -> Any:
+    """`pruner`, or Optuna's pruner that never prunes for None (Optuna's own default for None
+    is the median pruner)."""
+    import optuna
+
+    return optuna.pruners.NopPruner() if pruner is None else pruner
+
+
 def _make_parent(storage: str, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +225,7 @@ def create_or_load_study(
             try:
                 return optuna.create_study(
                     storage=open_storage(storage), study_name=study_name, direction=direction,
-                    sampler=sampler, pruner=pruner, load_if_exists=True,
+                    sampler=sampler, pruner=_pruner(pruner), load_if_exists=True,
                 )  # fmt: skip
             finally:
                 if lock is not None:
@@ -239,7 +247,7 @@ def load_study(storage: str, study_name: str | None, pruner: Any = None) -> Any:
 
     opened = open_storage(storage)
     try:
-        return optuna.load_study(study_name=study_name, storage=opened, pruner=pruner)
+        return optuna.load_study(study_name=study_name, storage=opened, pruner=_pruner(pruner))
     except (KeyError, ValueError):
         raise
     except Exception as e:
