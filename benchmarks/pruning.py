@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode:8} {s['trial_epochs']['median']:>14.1f} {ratio:>9.2f} "
               f"{s['wall_seconds']['median']:>8.0f} {s['pruned']['median']:>7.1f} "
               f"{s['best_val_recall']['median']:>9.4f} {delta:>+8.4f}")  # fmt: skip
-    command = "python benchmarks/pruning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    if args.data is not None:  # the data's folder is the user's: only its name is recorded
+        given = [a.replace(str(args.data), f"/path/to/{args.data.name}") for a in given]
+    command = "python benchmarks/pruning.py " + " ".join(given)
     result = {"benchmark": "pruning", "device": "cpu", "machine": machine(), "data": described,
               "trials": args.trials, "epochs": args.epochs, "val_size": args.val_size,
               "seeds": seeds, "overrides": args.overrides, "command": command,

@@ -107,3 +107,34 @@ def test_the_pruning_benchmark_runs_in_quick_mode(tmp_path):
     assert none["epochs_per_trial"] and set(none["epochs_per_trial"]) == {2}  # no pruning
     assert none["trial_epochs"] == sum(none["epochs_per_trial"])
     assert set(measured["summary"]) == {"none", "median"} and "trial-epochs" in result.stdout
+
+
+def test_importances_name_the_key_that_decides_the_value_and_the_figures_are_drawn(tmp_path):
+    from cifar_cnn.analysis.search_figures import SEARCH_FIGURES, importances, write_search_figures
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    for _ in range(30):
+        trial = study.ask()
+        lr = trial.suggest_float("optimizer.lr", 1e-4, 1e-1, log=True)
+        trial.suggest_float("model.dropout", 0.0, 0.5)  # noise: it decides nothing
+        trial.suggest_categorical("data.shuffle", [True, False])
+        trial.report(0.1, 1)
+        study.tell(trial, 0.2 + lr)
+    pruned = study.ask()
+    for key, low, high in (("optimizer.lr", 1e-4, 1e-1), ("model.dropout", 0.0, 0.5)):
+        pruned.suggest_float(key, low, high, log=key == "optimizer.lr")
+    pruned.suggest_categorical("data.shuffle", [True, False])
+    pruned.report(0.05, 1)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    found = importances(study)
+    assert found.trials == 30 and next(iter(found.values)) == "optimizer.lr"
+    assert sum(found.values.values()) == pytest.approx(1.0)
+    assert found.values["optimizer.lr"] > 0.5
+    few = optuna.create_study(direction="maximize")
+    few.enqueue_trial({"x": 1})
+    few.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=2)
+    assert not importances(few).values and "2 complete trial(s)" in importances(few).reason
+    names = write_search_figures(tmp_path, study, list(found.values))
+    assert names == list(SEARCH_FIGURES)
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in names)

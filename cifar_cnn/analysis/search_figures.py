@@ -24,6 +24,7 @@ from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # File name -> caption in results.md.
 SEARCH_FIGURES = {
@@ -92,6 +93,7 @@ def history_figure(trials: Sequence[Any], maximize: bool) -> Figure:
     if line[0]:
         ax.step(*line, where="post", color="tab:red", label="best so far")
     ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation recall")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -162,6 +164,7 @@ def curves_figure(trials: Sequence[Any]) -> Figure:
     ax.plot([], [], color="tab:blue", label="complete")
     ax.plot([], [], color="tab:orange", ls="--", label="pruned")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation recall")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
