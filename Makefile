@@ -25,7 +25,8 @@ SEARCH_SEEDS ?=
 SEARCH_DIR ?=
 
 .PHONY: help install install-search study beyond sweep report status search test test-fast \
-	lint bench bench-grid bench-gpu bench-overhead bench-augment bench-cache-key tensorboard clean
+	lint bench bench-grid bench-gpu bench-overhead bench-augment bench-cache-key bench-pruning \
+	tensorboard clean dashboard
 .DEFAULT_GOAL := install
 
 ## help: list the targets
@@ -46,7 +47,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 $(BIN)/.installed-search: $(BIN)/.installed
-	$(BIN)/pip install --quiet -e '.[dev,search]'
+	$(BIN)/pip install --quiet -e '.[dev,search,searchtest]'
 	touch $@
 
 GRID := $(BIN)/python -m cifar_cnn.train -m 'experiment=glob(*)' seed=$(SEEDS) \
@@ -99,6 +100,16 @@ search: $(BIN)/.installed-search
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(VAL_SIZE),--val-size $(VAL_SIZE)) \
 		$(if $(SEARCH_SEEDS),--seeds $(SEARCH_SEEDS)) $(if $(JOBS),--jobs $(JOBS)) -- $(ARGS)
 
+## dashboard: serve optuna-dashboard on the study of SEARCH_DIR (DASHBOARD_PORT, DASHBOARD_HOST)
+# http://127.0.0.1:8080 by default, live while the search runs; DASHBOARD_HOST=0.0.0.0: to the
+# network. The study is read wherever the search keeps it (docs/search.md).
+DASHBOARD_PORT ?= 8080
+DASHBOARD_HOST ?= 127.0.0.1
+dashboard: $(BIN)/.installed-search
+	@test -n "$(SEARCH_DIR)" || { echo "usage: make dashboard SEARCH_DIR=DIR"; exit 2; }
+	$(BIN)/python -m cifar_cnn.search dashboard $(SEARCH_DIR) --port $(DASHBOARD_PORT) \
+		--host $(DASHBOARD_HOST)
+
 ## test: the whole test suite (CPU, synthetic data; it covers the search too)
 test: $(BIN)/.installed-search
 	$(BIN)/python -m pytest -q
@@ -129,6 +140,12 @@ bench-grid: $(BIN)/.installed
 # speed levers; BENCH_ARGS=--quick runs the same code path on a CPU in under 3 minutes.
 bench-gpu: $(BIN)/.installed
 	$(BIN)/python benchmarks/gpu.py $(BENCH_ARGS)
+
+## bench-pruning: trial-epochs, wall time and best recall of a search with and without pruning
+# BENCH_ARGS='--data PATH' (or CIFAR_CNN_DATA=PATH) on an image folder or .tar.gz; about 15 min
+# on 2 cores (docs/search.md); BENCH_ARGS=--quick: a smoke run on synthetic data.
+bench-pruning: $(BIN)/.installed-search
+	$(BIN)/python benchmarks/pruning.py $(BENCH_ARGS)
 
 ## bench-overhead: host time per step the Trainer path adds to a plain loop (about 15 s)
 bench-overhead: $(BIN)/.installed

@@ -23,9 +23,13 @@ from cifar_cnn.core import experiments
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.keys import run_name
 from cifar_cnn.core.runfiles import HYDRA_DIR
+from cifar_cnn.core.study_storage import TRIAL_ENV, running_trial
 from cifar_cnn.training.config_checks import validate_launch
 from cifar_cnn.training.runtime import usable_cpus
-from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import ResumableOptunaSweeper
+from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import (
+    ResumableOptunaSweeper,
+    build_pruner,
+)
 
 log = logging.getLogger("cifar_cnn")
 
@@ -140,6 +144,19 @@ def concurrent_jobs() -> int:
     if isinstance(batch, int) and batch > 0:
         n_jobs = min(n_jobs, batch)
     return max(1, n_jobs)
+
+
+def search_trial() -> object | None:
+    """The Optuna trial this job runs when the search's sweeper launched it (its number in
+    `hydra.job.env_set`, its study in `hydra.sweeper.storage`), to report each epoch to;
+    None outside a search. A StorageError when the study cannot be reached."""
+    hydra = HydraConfig.get()
+    number = (hydra.job.get("env_set") or {}).get(TRIAL_ENV)
+    sweeper = hydra.sweeper or {}
+    if number is None or hydra.mode != RunMode.MULTIRUN or not sweeper.get("storage"):
+        return None
+    pruner = build_pruner(sweeper.get("pruner"))
+    return running_trial(sweeper.storage, sweeper.get("study_name"), int(number), pruner)
 
 
 def refuse_search_without_multirun() -> None:

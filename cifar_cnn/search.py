@@ -3,6 +3,7 @@
     python -m cifar_cnn.search run [SEARCH_DIR] [--trials N] [--epochs N] [--val-size N]
         [--seeds 0,1,2] [--jobs N] [-- OVERRIDES ...]
     python -m cifar_cnn.search best-overrides SEARCH_DIR
+    python -m cifar_cnn.search dashboard SEARCH_DIR [--port 8080] [--host 127.0.0.1]
 
 `run` does three steps, each a `python -m cifar_cnn.train -m ...` command of its own:
 
@@ -15,14 +16,18 @@
 
 Rerunning the same command continues: the search resumes its study up to n_trials, and the
 retraining skips the runs that finished. OVERRIDES (after `--`) go to every training command,
-except searched keys, which the retraining takes from the best trial. Free of torch and Hydra;
+except searched keys, which the retraining takes from the best trial. `dashboard` serves
+optuna-dashboard on the search's study, wherever its storage is (the sweep directory's
+optuna.db, a database, a journal file), live while the search runs. Free of torch and Hydra;
 cifar_cnn.analysis.trials reads the search.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -39,6 +44,8 @@ from cifar_cnn.analysis.trials import (
     STUDY_BEST,
     best_overrides,
     read_search,
+    search_config,
+    study_location,
 )
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.runfiles import SWEEP_CONFIG
@@ -137,6 +144,24 @@ def run(
     return status
 
 
+def dashboard_command(search_dir: Path, port: int, host: str) -> list[str]:
+    """The optuna-dashboard command that serves the search's study."""
+    if not search_dir.is_dir():
+        raise UserError(f"{search_dir}: no such directory (pass a search's sweep directory)")
+    sweeper = search_config(search_dir).get("hydra", {}).get("sweeper") or {}
+    storage = study_location(search_dir, sweeper)
+    if storage is None:
+        raise UserError(
+            f"{search_dir}: no study found (no {search_dir}/optuna.db, and no readable "
+            f"hydra.sweeper.storage in {search_dir / SWEEP_CONFIG}); is it a search's directory?"
+        )
+    program = Path(sys.executable).with_name("optuna-dashboard")
+    program = str(program) if program.is_file() else shutil.which("optuna-dashboard")
+    if program is None:
+        raise UserError("optuna-dashboard is not installed: pip install 'cifar_cnn[search]'")
+    return [program, storage, "--port", str(port), "--host", host]
+
+
 def _at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least `minimum`."""
 
@@ -181,6 +206,15 @@ def _parser() -> argparse.ArgumentParser:
         "best-overrides", help="print the best trial's searched settings as key=value overrides"
     )
     best.add_argument("sweep_dir", type=Path, metavar="SEARCH_DIR")
+    view = commands.add_parser(
+        "dashboard", help="serve optuna-dashboard on the search's study (until Ctrl-C)"
+    )
+    view.add_argument("sweep_dir", type=Path, metavar="SEARCH_DIR")
+    view.add_argument("--port", type=_at_least(1), default=8080, help="default: %(default)s")
+    view.add_argument(
+        "--host", default="127.0.0.1",
+        help="default: %(default)s (this machine only; 0.0.0.0: the network)",
+    )  # fmt: skip
     return parser
 
 
@@ -193,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "best-overrides":
             print(" ".join(best_overrides(args.sweep_dir)))
             return
+        if args.command == "dashboard":
+            command = dashboard_command(args.sweep_dir, args.port, args.host)
+            print(f"+ {shlex.join(command)}\nopen http://{args.host}:{args.port}", flush=True)
+            os.execv(command[0], command)  # the dashboard replaces this process
         search_dir = (
             args.search_dir or DEFAULT_SWEEPS_ROOT / f"{datetime.now():%Y-%m-%d_%H-%M-%S}_search"
         )

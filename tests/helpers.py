@@ -1,5 +1,6 @@
 """What the tests share: the real config composed for fast CPU runs, the CLI, and small data."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -35,6 +36,18 @@ def config(overrides: list[str] = ()) -> DictConfig:
     return compose_config(overrides)
 
 
+# Environment variables that change how the apps behave or print (HYDRA_FULL_ERROR=1 prints
+# tracebacks, as many Hydra users keep it exported); the CLI subprocesses of the tests run
+# without them, so that the suite checks the apps as shipped, whatever the shell holds.
+_APP_ENV_PREFIXES = ("HYDRA_", "OC_CAUSE", "CIFAR_CNN_")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the variables that change the apps, plus `extra`."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(_APP_ENV_PREFIXES)}
+    return {**kept, **extra}
+
+
 def run_cli(
     args: list[str], cwd: Path = REPO, check: bool = True, module: str = "cifar_cnn.train"
 ) -> subprocess.CompletedProcess:
@@ -46,6 +59,7 @@ def run_cli(
         stderr=subprocess.STDOUT,
         text=True,
         timeout=600,
+        env=clean_env(),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}")

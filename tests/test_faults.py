@@ -19,7 +19,7 @@ from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.training.checkpoint import config_mismatches
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.data import BATCHES_DIR, CACHE_NAME, load_arrays
-from helpers import FAST, REPO, config, make_folder, make_pickles, run_cli
+from helpers import FAST, REPO, clean_env, config, make_folder, make_pickles, run_cli
 
 
 @pytest.mark.parametrize(
@@ -204,6 +204,7 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, overrid
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=clean_env(),
     )
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     while not checkpoint.exists() and process.poll() is None:

@@ -23,7 +23,7 @@ from cifar_cnn.core.runfiles import LOCK_FILE, write_json
 from cifar_cnn.report import write_sweep_report
 from cifar_cnn.training.checkpoint import AtomicCheckpointIO
 from cifar_cnn.training.run import train
-from helpers import FAST, REPO, config, run_cli
+from helpers import FAST, REPO, clean_env, config, run_cli
 
 
 def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path):
@@ -103,6 +103,7 @@ def test_two_identical_runs_started_together_train_once(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=clean_env(),
         )  # fmt: skip
         for _ in range(2)
     ]
@@ -122,7 +123,7 @@ def test_a_signal_exits_non_zero_records_the_interruption_and_a_rerun_resumes(tm
     args = [*FAST, "trainer.max_epochs=30", "compute.threads=1", f"hydra.run.dir={tmp_path}"]
     child = subprocess.Popen(
         [sys.executable, "-m", "cifar_cnn.train", *args],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(),
     )  # fmt: skip
     checkpoint = tmp_path / "checkpoints" / "last.ckpt"
     while not checkpoint.exists() and child.poll() is None:

@@ -25,7 +25,7 @@ from cifar_cnn.training import runtime
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.data import CACHE_NAME, load_arrays
 from cifar_cnn.training.run import train
-from helpers import FAST, REPO, config, fake_record, make_folder, run_cli
+from helpers import FAST, REPO, clean_env, config, fake_record, make_folder, run_cli
 
 SWEEP = [*FAST, "seed=0,1", "trainer.max_epochs=1", "data.synthetic_train_size=256"]
 LAUNCHERS = {
@@ -106,7 +106,7 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_checkpoint(tm
         [sys.executable, "-m", "cifar_cnn.train", "-m", "hydra/launcher=submitit_local",
          *FAST, f"trainer.max_epochs={epochs}", "compute.threads=1",
          f"hydra.sweep.dir={sweep}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(),
     )  # fmt: skip
     deadline = time.monotonic() + 180
     while not list(sweep.glob("*/checkpoints/last.ckpt")):  # epoch 1 is done

@@ -28,15 +28,18 @@ from cifar_cnn.app import compose_config
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.record import DataSummary, Failure, read_record, write_record
 from cifar_cnn.core.runfiles import FAILED_FILE, METRICS_FILE
+from cifar_cnn.core.study_storage import TRIAL_ENV, PrunedTrial, running_trial
 from cifar_cnn.report import write_sweep_report
 from cifar_cnn.search import main, retrain_commands, search_command
 from cifar_cnn.training.config_checks import validate_config
-from helpers import FAST, REPO, fake_record, run_cli
+from helpers import FAST, REPO, clean_env, fake_record, run_cli
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import (
     ResumableOptunaSweeper,
     SearchError,
+    build_pruner,
     failures_allowed,
     job_failed,
+    job_pruned,
     open_study,
     sqlite_path,
 )
@@ -63,6 +66,20 @@ def test_the_search_config_maximises_validation_recall_over_the_issue_s_space():
     assert sweeper["study_name"] == STUDY_NAME and sweeper["n_trials"] > 0
     assert set(sweeper["params"]) == SEARCHED
     assert cfg.data.val_size > 0 and cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert sweeper["pruner"]["_target_"] == "optuna.pruners.MedianPruner"
+
+
+@pytest.mark.parametrize(
+    ("choice", "pruner"),
+    [("halving", "SuccessiveHalvingPruner"), ("hyperband", "HyperbandPruner"),
+     ("median", "MedianPruner"), ("none", None)],
+)  # fmt: skip
+def test_each_pruner_of_the_search_pruner_group_builds(choice, pruner):
+    cfg = compose_config(["hparams_search=optuna", f"search_pruner={choice}"], hydra_config=True)
+    built = build_pruner(cfg.hydra.sweeper.pruner)
+    assert type(built).__name__ == pruner if pruner else built is None
+    off = compose_config(["hparams_search=optuna", "hydra.sweeper.pruner=null"], hydra_config=True)
+    assert build_pruner(off.hydra.sweeper.pruner) is None
 
 
 def test_every_value_at_the_edges_of_the_search_space_is_a_valid_run():
@@ -130,7 +147,7 @@ class Launcher:
     def launch(self, job_overrides, initial_job_idx):
         results = []
         for overrides in job_overrides:
-            job = dict(item.split("=", 1) for item in overrides)
+            job = dict(item.lstrip("+").split("=", 1) for item in overrides)
             self.jobs.append(job)
             try:
                 results.append(_result(self.value(job)))
@@ -181,6 +198,55 @@ def test_each_trial_runs_in_the_directory_of_its_study_number_and_a_rerun_contin
     assert done.jobs == []  # the study already holds 5 finished trials
 
 
+def test_a_pruned_trial_is_stored_pruned_with_its_last_report_and_counts_toward_n_trials(
+    tmp_path,
+):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def value(job):  # what the train app does: report per epoch, return PrunedTrial if stopped
+        number = int(job[f"hydra.job.env_set.{TRIAL_ENV}"])
+        assert job["hydra.sweep.subdir"] == str(number)  # the run is still named by its number
+        trial = running_trial(storage, STUDY_NAME, number)
+        for epoch, recall in enumerate((0.2, 0.3, 0.4)[: 1 + (number != 1) * 2], start=1):
+            trial.report(recall, epoch)
+        return PrunedTrial(0.2, 1) if number == 1 else 0.4
+
+    sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+                       launcher=Launcher(value))  # fmt: skip
+    sweeper.sweep([])
+    trials = _trials(tmp_path)
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert trials[1].value == 0.2 and trials[1].intermediate_values == {1: 0.2}
+    assert trials[0].intermediate_values == {1: 0.2, 2: 0.3, 3: 0.4}
+    _sweeper(tmp_path, "hydra.sweeper.n_trials=3", launcher=(rerun := Launcher())).sweep([])
+    assert rerun.jobs == []  # 3 finished trials, the pruned one among them
+    assert job_pruned(_result(PrunedTrial(0.1, 2))) and not job_pruned(_result(0.5))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["hydra.sweeper.pruner._target_=optuna.pruners.NoSuchPruner"],
+         r"hydra.sweeper.pruner._target_=optuna.pruners.NoSuchPruner: cannot build"),
+        (["hydra.sweeper.pruner._target_=collections.OrderedDict", "search_pruner=halving"],
+         "is not an Optuna pruner"),
+        (["+hydra.sweeper.pruner.n_warmup_stepz=1"], "hydra.sweeper.pruner._target_=.*Median"),
+        (["hydra.sweeper.storage=null"], "pruner needs a study the trials can reach"),
+    ],
+)  # fmt: skip
+def test_a_pruner_that_cannot_work_is_refused_before_the_study_is_touched(
+    tmp_path, overrides, message
+):
+    study = open_study(f"sqlite:///{tmp_path / 'optuna.db'}", STUDY_NAME, "maximize", None)
+    study.tell(study.ask(), 0.5)
+    (tmp_path / "multirun.yaml").write_text("kept: true\n")
+    sweeper = _sweeper(tmp_path, *overrides)
+    with pytest.raises(SearchError, match=message):
+        sweeper.check_settings()
+    assert [t.value for t in _trials(tmp_path)] == [0.5]
+    assert (tmp_path / "multirun.yaml").read_text() == "kept: true\n"
+
+
 def test_failed_trials_are_stored_and_the_search_stops_past_the_study_wide_budget(tmp_path):
     def value(job):
         if job["hydra.sweep.subdir"] in ("1", "2", "4"):
@@ -225,12 +291,15 @@ def test_settings_that_cannot_run_are_refused(tmp_path, override, message):
         _sweeper(tmp_path, override).check_settings()
 
 
-def test_a_corrupt_study_is_named_with_its_fix(tmp_path):
+def test_a_corrupt_study_is_named_with_its_fix_and_never_advised_away(tmp_path):
     (tmp_path / "optuna.db").write_bytes(b"not a database" * 100)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     with pytest.raises(SearchError, match=f"{tmp_path / 'optuna.db'} is not a readable Optuna .*"
-                       "move .* away"):  # fmt: skip
+                       "left as it is: point hydra.sweeper.storage") as refused:  # fmt: skip
         open_study(storage, STUDY_NAME, "maximize", None)
+    # another process may be using it: no advice to delete or move it
+    assert not {"delete", "move", "remove"} & set(str(refused.value).lower().split())
+    assert (tmp_path / "optuna.db").read_bytes() == b"not a database" * 100
 
 
 # --- the search model and report on hand-made sweeps ----------------------------------------------
@@ -432,6 +501,7 @@ def test_a_tiny_search_survives_a_failing_trial_and_resumes_to_its_total(tmp_pat
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=clean_env(),
     )
     while not (sweep / "2").is_dir() and process.poll() is None:
         time.sleep(0.05)
@@ -463,7 +533,9 @@ def test_two_searches_sharing_one_study_keep_every_trial_in_its_own_directory(tm
             "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]  # fmt: skip
     command = [sys.executable, "-m", "cifar_cnn.train", *args]
     processes = [
-        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env()
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=600)[0].decode() for p in processes]
@@ -482,13 +554,21 @@ def test_two_searches_sharing_one_study_keep_every_trial_in_its_own_directory(tm
         (["hparams_search=optuna"], "hparams_search=optuna is a search over many runs; add -m"),
         (["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=0"], "n_trials=0: a search"),
         (["-m", "hparams_search=optuna"], "optuna.db is not a readable Optuna study"),
+        (
+            ["-m", "hparams_search=optuna", "hydra.sweeper.pruner._target_=optuna.pruners.Nope"],
+            "hydra.sweeper.pruner._target_=optuna.pruners.Nope: cannot build",
+        ),
     ],
 )
-def test_a_search_that_cannot_run_says_why_without_a_traceback(tmp_path, args, message):
+def test_a_search_that_cannot_run_says_why_without_a_traceback(
+    tmp_path, args, message, monkeypatch
+):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # as many Hydra users keep it: not inherited
     (tmp_path / "optuna.db").write_bytes(b"not a database" * 100)
     result = run_cli([*args, *TINY, f"hydra.sweep.dir={tmp_path}"], check=False)
     assert result.returncode != 0 and message in result.stdout
     assert "Traceback" not in result.stdout and not (tmp_path / "0").exists()
+    assert not (tmp_path / "multirun.yaml").exists()  # nothing written beside the study
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ class Run:
 
     path: Path
     name: str  # the directory name, prefixed by its sweep when several are pooled
-    status: str  # "finished", "failed", "interrupted" or "unfinished"
+    status: str  # "finished", "failed", "interrupted", "unfinished" or "pruned" (a search's)
     experiment: str | None
     overrides: dict[str, str]  # every override of the job, key -> value
     seed: int | None
@@ -119,7 +119,10 @@ def read_run(run_dir: Path, name: str) -> Run:
         else:
             overrides = parse_overrides(record.overrides)
             experiment = record.experiment or overrides.get("experiment")
-            return Run(run_dir, name, "finished", experiment, overrides, record.seed, record)
+            # A search trial its pruner stopped: a final record, but not of a whole budget.
+            status = "pruned" if record.pruned else "finished"
+            detail = f"stopped by the search's pruner after {record.epochs} epochs" * record.pruned
+            return Run(run_dir, name, status, experiment, overrides, record.seed, record, detail)
 
     failed = None
     if (run_dir / FAILED_FILE).exists():

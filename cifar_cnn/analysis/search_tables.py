@@ -1,7 +1,8 @@
 """The report on a search sweep (`hparams_search=optuna`), which `python -m cifar_cnn.report
 SEARCH_DIR` writes into SEARCH_DIR/report/: `results.md` (what was searched and what selected,
-the trials best first with their settings, then the best trial and the study's best retrained
-over the same seeds, with the study report's verdict) and `results.csv` (the trials).
+the trials best first with their settings, what mattered (parameter importances and the
+search's figures, search_figures.py), then the best trial and the study's best retrained over
+the same seeds, with the study report's verdict), `results.csv` (the trials) and the figures.
 Free of torch, Lightning and Hydra.
 """
 
@@ -15,6 +16,13 @@ from pathlib import Path
 
 from cifar_cnn.analysis.rows import Row
 from cifar_cnn.analysis.runs import REPORT_DIR, Run
+from cifar_cnn.analysis.search_figures import (
+    EVALUATOR,
+    SEARCH_FIGURES,
+    Importances,
+    importances,
+    write_search_figures,
+)
 from cifar_cnn.analysis.stats import ALPHA, Summary, decide, fmt_p, untestable, welch
 from cifar_cnn.analysis.text import data_text, fmt, fmt_duration, joined, md_table
 from cifar_cnn.analysis.trials import (
@@ -25,6 +33,7 @@ from cifar_cnn.analysis.trials import (
     Search,
     Trial,
     read_search,
+    study_location,
 )
 from cifar_cnn.core.cifar10 import TRAIN_SIZE
 from cifar_cnn.core.published import BY_NAME, EPOCHS
@@ -61,11 +70,17 @@ def setup_section(search: Search) -> list[str]:
     ]
     if search.study_states is not None:
         states = ", ".join(f"{n} {s.lower()}" for s, n in search.study_states.most_common())
+        where = study_location(search.path, search.sweeper) or STUDY_FILE
+        where = STUDY_FILE if where.endswith(f"/{STUDY_FILE}") else where
         text.append(
-            f"- study (`{STUDY_FILE}`): {sum(search.study_states.values())} trials ({states}); "
+            f"- study (`{where}`): {sum(search.study_states.values())} trials ({states}); "
             f"requested: {search.sweeper.get('n_trials', '–')}, "
             f"{search.sweeper.get('n_jobs', '–')} launched together"
         )
+    pruner = search.sweeper.get("pruner") or {}
+    pruner_text = str(pruner.get("_target_", "–")).rpartition(".")[2] if pruner else "none"
+    settings = ", ".join(f"{k} {v}" for k, v in pruner.items() if k != "_target_")
+    text.append(f"- pruner: {pruner_text}" + (f" ({settings})" if settings else ""))
     text += [
         f"- sampler: {str(sampler.get('_target_', '–')).rpartition('.')[2]}{seed}; direction: "
         f"{search.sweeper.get('direction', '–')}",
@@ -99,9 +114,12 @@ def trials_section(search: Search) -> list[str]:
     for rank, trial in enumerate(search.ranked(), start=1):
         run = trial.run
         status = run.status
-        if trial.state and trial.state != {"finished": "COMPLETE", "failed": "FAIL"}.get(status):
+        expected = {"finished": "COMPLETE", "failed": "FAIL", "pruned": "PRUNED"}.get(status)
+        if trial.state and trial.state != expected:
             status += f" (study: {trial.state.lower()})"
-        if run.status != "finished":
+        if run.status == "pruned":
+            status = f"pruned after epoch {run.record.epochs}"
+        elif run.status != "finished":
             status = f"**{status}**: {run.detail}"
         scored = trial.score(search.objective) is not None
         lines.append((
@@ -118,10 +136,35 @@ def trials_section(search: Search) -> list[str]:
         "## Trials, best first",
         "",
         f"Ranked by {selected} recall (★: the best trial). *trial* is the trial's number in "
-        "the study and the name of its directory.",
+        "the study and the name of its directory. A pruned trial was stopped by the pruner "
+        "before its last epoch: its recall is from then, listed after the complete trials, and "
+        "it cannot be the best.",
         "",
         *md_table(header, lines),
     ]
+
+
+def mattered_section(search: Search, found: Importances | None, figures: list[str]) -> list[str]:
+    """Which searched keys mattered (importances, and how many trials they rest on), and the
+    search's figures."""
+    text = ["## What mattered", ""]
+    if found is None:
+        return [*text, "No study to read (its storage is gone): no importances.", ""]
+    if found.values:
+        text += [
+            f"Importance of each searched key for reaching the best validation recalls, by "
+            f"{EVALUATOR}, over the study's **{found.trials} complete trials** (pruned and "
+            "failed ones have no final value). The importances sum to 1; with few trials they "
+            "are rough, and they say what mattered within this search space and budget only.",
+            "",
+            *md_table(("key", "importance"),
+                      [(f"`{k}`", f"{v:.3f}") for k, v in found.values.items()]),
+        ]  # fmt: skip
+    else:
+        text += [f"No importances: {found.reason}.", ""]
+    for name in figures:
+        text += [f"![{SEARCH_FIGURES[name]}]({name})", "", f"*{SEARCH_FIGURES[name]}.*", ""]
+    return text
 
 
 def _row_line(label: str, row: Row) -> tuple:
@@ -235,6 +278,12 @@ def write_search_report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
         writer.writerows({k: "" if r.get(k) is None else r[k] for k in fields} for r in records)
     command = f"python -m cifar_cnn.report {sweep_dir}"
     text = [f"# Search report\n\nWritten {datetime.now():%Y-%m-%d %H:%M} by `{command}`.\n"]
-    text += setup_section(search) + trials_section(search) + comparison_section(search)
+    found = importances(search.study) if search.study is not None else None
+    keys = [*(found.values if found else {}), *search.space]
+    keys = list(dict.fromkeys(keys))  # the most important first
+    figures = write_search_figures(out_dir, search.study, keys) if search.study else []
+    text += setup_section(search) + trials_section(search)
+    text += mattered_section(search, found, figures)
+    text += comparison_section(search)
     (out_dir / "results.md").write_text("\n".join(text))
     return out_dir

@@ -27,6 +27,7 @@ from cifar_cnn.analysis.rows import Row
 from cifar_cnn.analysis.runs import ReportError, Run, collect_runs, read_run
 from cifar_cnn.core.published import PUBLISHED
 from cifar_cnn.core.runfiles import SEARCH_RESULTS_FILE, SQLITE_PREFIX, STUDY_FILE, SWEEP_CONFIG
+from cifar_cnn.core.study_storage import StorageError, kind, load_study, local_file
 
 RETRAIN_DIR = "retrain"
 FOUND, STUDY = "found", "study"  # retrain/found: the best trial; retrain/study: the study's best
@@ -43,10 +44,11 @@ class Trial:
     number: int
     run: Run
     params: dict[str, str]  # searched key -> the value this trial ran with
-    state: str | None = None  # the study's state of the trial (COMPLETE, FAIL, RUNNING, ...)
+    state: str | None = None  # the study's state (COMPLETE, PRUNED, FAIL, RUNNING, ...)
 
     def score(self, key: str) -> float | None:
-        """The trial's `val_recall` or `test_recall`; None unless it finished."""
+        """The trial's `val_recall` or `test_recall` (a pruned trial's: when it was stopped);
+        None unless it finished or was pruned."""
         if self.run.record is None:
             return None
         return self.run.record.val_recall if key == "val_recall" else self.run.record.test.recall
@@ -63,6 +65,7 @@ class Search:
     study_states: Counter | None  # trials of the stored study by state; None without one
     found: Row | None  # the best trial retrained over seeds (retrain/found)
     study_best: Row | None  # the study's best configuration retrained (retrain/study)
+    study: object | None = None  # the Optuna study, when it could be read
 
     @property
     def objective(self) -> str:
@@ -74,15 +77,23 @@ class Search:
         return "val_recall"
 
     def ranked(self) -> list[Trial]:
-        """Trials best first by the objective; then the failed and unfinished ones in order."""
-        scored = [t for t in self.trials if t.score(self.objective) is not None]
-        rest = [t for t in self.trials if t not in scored]
-        return sorted(scored, key=lambda t: -t.score(self.objective)) + rest
+        """Trials best first by the objective; then the pruned ones (by their value when
+        stopped, which is not comparable to a whole budget's), then the failed and unfinished
+        ones in order."""
+        finished = [t for t in self.trials if t.run.status == "finished"]
+        scored = [t for t in finished if t.score(self.objective) is not None]
+        pruned = [t for t in self.trials if t.run.status == "pruned"]
+        rest = [t for t in self.trials if t not in scored and t not in pruned]
+        by_score = lambda t: -(t.score(self.objective) or 0.0)  # noqa: E731
+        return sorted(scored, key=by_score) + sorted(pruned, key=by_score) + rest
 
     @property
     def best(self) -> Trial | None:
         ranked = self.ranked()
-        return ranked[0] if ranked and ranked[0].score(self.objective) is not None else None
+        first = ranked[0] if ranked else None
+        if first is None or first.run.status != "finished" or first.score(self.objective) is None:
+            return None
+        return first
 
     def retrained_trial(self) -> Trial | None:
         """The trial whose settings every finished run of `retrain/found/` has."""
@@ -115,7 +126,7 @@ def same_setting(a: str | None, b: str | None) -> bool:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _sweep_config(sweep_dir: Path) -> dict:
+def search_config(sweep_dir: Path) -> dict:
     """The sweep's config (multirun.yaml), or the first trial's Hydra config; {} without."""
     candidates = [sweep_dir / SWEEP_CONFIG, *sorted(sweep_dir.glob("[0-9]*/.hydra/hydra.yaml"))]
     for path in candidates:
@@ -133,7 +144,7 @@ def is_search(sweep_dir: Path) -> bool:
         return True
     if not (sweep_dir / SWEEP_CONFIG).is_file():
         return False
-    target = str(_sweep_config(sweep_dir).get("hydra", {}).get("sweeper", {}).get("_target_"))
+    target = str(search_config(sweep_dir).get("hydra", {}).get("sweeper", {}).get("_target_"))
     return "optuna" in target.lower()
 
 
@@ -150,47 +161,57 @@ def search_space(config: dict) -> dict[str, str]:
 
 
 def study_location(sweep_dir: Path, sweeper: dict) -> str | None:
-    """The storage URL of the search's study: the sweep directory's optuna.db (where
-    optuna.yaml keeps it, wherever the directory has moved since), else the sweeper's
-    `storage` as multirun.yaml records it; None when there is no study to read."""
+    """Where the search's study is: the sweep directory's optuna.db (where optuna.yaml keeps
+    it, wherever the directory has moved since), else the sweeper's `storage` as
+    multirun.yaml records it (a database URL or a journal file); None when there is no study
+    to read."""
     if (sweep_dir / STUDY_FILE).is_file():
         return f"{SQLITE_PREFIX}{(sweep_dir / STUDY_FILE).resolve()}"
     storage = sweeper.get("storage")
-    if not isinstance(storage, str) or "${" in storage:
+    if kind(storage) is None or "${" in storage:
         return None
-    if storage.startswith(SQLITE_PREFIX) and not Path(storage[len(SQLITE_PREFIX) :]).is_file():
-        return None  # reading would create an empty database
+    path = local_file(storage)
+    if path is not None and not path.is_file():
+        return None  # reading would create an empty study file
     return storage
 
 
-def study_states(sweep_dir: Path, sweeper: dict) -> tuple[Counter | None, dict[int, str]]:
-    """The search's study's trials by state, and each trial number's state; (None, {})
-    without a study. Read through Optuna, for the study named in the sweep's config."""
+def open_search_study(sweep_dir: Path, sweeper: dict) -> object | None:
+    """The search's Optuna study, for the study the sweep's config names; None without one.
+    A ReportError when the storage cannot be read or Optuna is missing."""
     storage = study_location(sweep_dir, sweeper)
     if storage is None:
-        return None, {}
+        return None
     try:
-        import optuna
+        import optuna  # noqa: F401
     except ImportError as e:
         raise ReportError(
             f"{sweep_dir} is a hyperparameter search: reading its study needs Optuna ({e}); "
             "install it with: pip install 'cifar_cnn[search]'"
         ) from e
-    name = sweeper.get("study_name")
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
+        study = load_study(storage, sweeper.get("study_name"))
+        study.get_trials(deepcopy=False)
     except (KeyError, ValueError):
-        return None, {}  # the storage holds no study of this name (or, unnamed, not one)
-    except Exception as e:  # SQLAlchemy's errors on a corrupt file, Optuna's on a schema
+        return None  # the storage holds no study of this name (or, unnamed, not one)
+    except StorageError as e:
         where = storage.removeprefix(SQLITE_PREFIX)
+        cause = e.__cause__ or e
+        reason = f"{type(cause).__name__}: {(str(cause).strip() or '-').splitlines()[0]}"
         raise ReportError(
-            f"{where}: not a readable Optuna study ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). Upgrade a study of an older Optuna "
-            f"with `optuna storage upgrade --storage {storage}`; a damaged {STUDY_FILE} cannot be "
-            "read, but the trial directories can: move it away to report on them alone"
+            f"{where}: not a readable Optuna study ({reason}). Upgrade a study of an older "
+            f"Optuna with `optuna storage upgrade --storage {storage}`; a damaged {STUDY_FILE} "
+            "cannot be read, but the trial directories can: once no search uses it, move it "
+            "away to report on them alone"
         ) from e
-    states = {t.number: t.state.name for t in trials}
+    return study
+
+
+def study_states(study: object | None) -> tuple[Counter | None, dict[int, str]]:
+    """The study's trials by state, and each trial number's state; (None, {}) without one."""
+    if study is None:
+        return None, {}
+    states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
     return Counter(states.values()), states
 
 
@@ -209,10 +230,11 @@ def read_search(sweep_dir: Path) -> Search:
     """The trials of a search sweep directory, best first, with the retrained comparison."""
     if not sweep_dir.is_dir():
         raise ReportError(f"{sweep_dir}: no such directory (pass a search sweep directory)")
-    config = _sweep_config(sweep_dir)
+    config = search_config(sweep_dir)
     space = search_space(config)
     sweeper = config.get("hydra", {}).get("sweeper") or {}
-    counts, states = study_states(sweep_dir, sweeper)
+    study = open_search_study(sweep_dir, sweeper)
+    counts, states = study_states(study)
     trial_dirs = sorted(
         (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
         key=lambda p: int(p.name),
@@ -230,7 +252,7 @@ def read_search(sweep_dir: Path) -> Search:
         )
     found = _retrained(sweep_dir, FOUND, None)
     study_best = _retrained(sweep_dir, STUDY, STUDY_BEST)
-    return Search(sweep_dir, space, sweeper, trials, counts, found, study_best)
+    return Search(sweep_dir, space, sweeper, trials, counts, found, study_best, study)
 
 
 def best_overrides(sweep_dir: Path) -> list[str]:

@@ -162,6 +162,8 @@ KEYS: tuple[Key, ...] = (
     Key("batch_size", "int", "250", "predict: speed only", **SETTING, low=1,
         apps=("predict",)),
     Key("hparams_search", None, "optuna", "the search's settings (hydra.sweeper)", **SETTING),
+    Key("search_pruner", None, "halving", "the search's pruner (hydra.sweeper.pruner)",
+        **SETTING),
     Key("logger", None, "csv", "where metrics go; the run directory's files are the record",
         **SETTING),
     Key("logger.", None, "", "where metrics go; the run directory's files are the record",
@@ -297,6 +299,11 @@ KEYS: tuple[Key, ...] = (
     Key("hydra.sweeper.n_jobs", "int", "2", "trials at once", **SETTING, low=1, optional=True),
     Key("hydra.sweeper.max_failure_rate", "float", "0.25", "when the search gives up",
         **SETTING, low=0, high=1, high_closed=True, optional=True),
+    Key("hydra.sweeper.pruner", ANY, "{_target_: optuna.pruners.MedianPruner} (or null)",
+        "which trials stop early", **SETTING, nullable=True, optional=True),
+    Key("hydra.sweeper.storage", "str",
+        "sqlite:///DIR/optuna.db, postgresql://USER@HOST/DB or a journal file path",
+        "where the study is kept", **SETTING, nullable=True, optional=True),
 )  # fmt: skip
 _UNKNOWN = Key("", None, "", "not in the table: taken to change the result")
 # Characters that must not reach a directory name (a `/` would nest directories).

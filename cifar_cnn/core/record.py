@@ -126,6 +126,9 @@ class RunRecord:
     environment: Environment
     wall_seconds_this_process: float = field(metadata=NON_NEGATIVE)
     config: dict[str, Any]  # the resolved run configuration
+    # Stopped early by a search's pruner after `epochs` epochs (hydra.sweeper.pruner): a final
+    # result of its search trial, never continued.
+    pruned: bool = False
     format: int = FORMAT
     # With data.val_size: the test results at the epoch of best validation recall (optional,
     # so records written before it read as None and FORMAT stays).

@@ -4,9 +4,10 @@
 builds the network, fits with periodic evaluation (on the test set, as the study did, or with
 `data.val_size` on the held-out validation split, also after the last epoch), tests once, and
 writes a `RunRecord` to `metrics.json`. A run directory that holds a finished run of the same
-settings is skipped (or continued, for a larger `trainer.max_epochs`); one of other settings
-is refused; one with a checkpoint resumes. A signal stops the run after the current step with
-`Interrupted`. The Hydra app (`cifar_cnn.train`), the benchmarks and the tests all call it.
+settings is skipped (or continued, for a larger `trainer.max_epochs`; a pruned search trial is
+never continued); one of other settings is refused; one with a checkpoint resumes. A signal
+stops the run after the current step with `Interrupted`. The Hydra app (`cifar_cnn.train`), the
+benchmarks and the tests all call it.
 """
 
 import contextlib
@@ -58,6 +59,7 @@ from cifar_cnn.training.model import count_parameters, layer_summary
 from cifar_cnn.training.module import CIFARClassifier
 from cifar_cnn.training.progress import EpochProgress, bar_refresh
 from cifar_cnn.training.provenance import environment
+from cifar_cnn.training.pruning import ReportToTrial
 from cifar_cnn.training.trainer import build_trainer
 
 log = logging.getLogger("cifar_cnn")
@@ -202,6 +204,10 @@ def train(
         finished = finished_run(run_dir, run_config, start_over, overwrite)
         if had_record and not (run_dir / METRICS_FILE).exists():  # discarded (overwrite)
             cfg.resume = False  # nor is its checkpoint resumed
+        if finished and finished.pruned:
+            log.info("%s: this search trial was pruned after %d epochs; skipping it",
+                     run_dir / METRICS_FILE, finished.epochs)  # fmt: skip
+            return finished
         if finished and finished.epochs >= cfg.trainer.max_epochs:
             log.info("%s: this run already finished; skipping it", run_dir / METRICS_FILE)
             return finished
@@ -285,13 +291,15 @@ def _fit_and_test(
         wall_seconds_this_process=time.perf_counter() - started,
         config=run_config,
         at_best_val=at_best_val,
+        pruned=any(isinstance(c, ReportToTrial) and c.pruned for c in callbacks),
     )
     _save_record(run_dir, record)
     (run_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt of this run
     held_out = record.val_recall
     best = record.at_best_val
     log.info(
-        "%stest recall %.4f after %d epochs%s; wrote %s",
+        "%s%stest recall %.4f after %d epochs%s; wrote %s",
+        "pruned: " if record.pruned else "",
         "" if held_out is None else f"validation recall {held_out:.4f}, ",
         record.test.recall,
         record.epochs,

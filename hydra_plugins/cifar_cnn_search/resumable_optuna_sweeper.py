@@ -9,12 +9,20 @@ launcher and tells the study each result:
   to it), so several processes sharing one study (one sweep directory, or one database for
   several machines) never write to the same directory.
 - Resuming. The study counts: a command runs trials until the study holds `n_trials` finished
-  ones (complete or failed), counting those of earlier commands and of other processes running
-  now. Trials left running by an interrupted command are not counted (they stay RUNNING in the
-  study, and their place is taken by new trials).
+  ones (complete, pruned or failed), counting those of earlier commands and of other
+  processes running now. Trials left running by an interrupted command are not counted (they
+  stay RUNNING in the study, and their place is taken by new trials).
 - Failures. A trial that raises, or returns a value that is not a finite number, is stored as
   failed and the search goes on, until the study holds more than
   `floor(max_failure_rate * n_trials)` failed trials: then it stops with an error.
+- Pruning. With `pruner` set (an Optuna pruner, e.g. MedianPruner), each trial's worker
+  reports its validation recall after every epoch to its trial in the study (the trial's
+  number reaches it as `hydra.job.env_set.CIFAR_CNN_SEARCH_TRIAL`, which names no run) and
+  stops when the pruner says so; the job returns `PrunedTrial` and the trial is stored as
+  PRUNED with its last reported value. A pruned trial counts toward n_trials.
+- Storage. `storage` is an SQLite URL, another database's URL or a journal file's path
+  (cifar_cnn.core.study_storage), opened before anything is written; a new study is created
+  safely while another process creates it too.
 - Seeds. With `sampler.seed` set, each trial's sampler is seeded with `seed + trial number`, so
   a search reproduces its draws, a resumed one does not repeat the first trials', and two
   processes sharing a study draw differently.
@@ -29,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
-import time
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,14 +53,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cifar_cnn.core.errors import UserError
 from cifar_cnn.core.runfiles import SEARCH_RESULTS_FILE, SQLITE_PREFIX, SWEEP_CONFIG
+from cifar_cnn.core.study_storage import (
+    TRIAL_ENV,
+    PrunedTrial,
+    StorageError,
+    create_or_load_study,
+)
 from hydra_plugins.cifar_cnn_search.space import as_override, parse_space, suggest
 from hydra_plugins.cifar_cnn_search.storage_check import check_storage
 
 log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'cifar_cnn[search]'"
-SQLITE_TIMEOUT_S = 60  # how long a process waits for another's write to a shared SQLite file
-OPEN_ATTEMPTS = 5  # two processes creating one SQLite study at once may collide; retry
 
 
 class SearchError(UserError, CompactHydraException):
@@ -67,7 +79,8 @@ class SearchSweeperConf:
     _recursive_: bool = False  # the sampler is built per trial, not when Hydra builds this
     sampler: Any = None  # an Optuna sampler to instantiate (_target_, seed, ...); None: default
     direction: str = MISSING  # maximize or minimize the value the app returns
-    storage: Any = None  # an Optuna storage URL (None: in memory, not resumable)
+    storage: Any = None  # a database URL or a journal file (None: in memory, not resumable)
+    pruner: Any = None  # an Optuna pruner to instantiate (_target_, ...); None: no pruning
     study_name: Any = None
     n_trials: int = MISSING
     n_jobs: int = MISSING
@@ -91,6 +104,18 @@ def job_failed(result: JobReturn) -> bool:
         return True
 
 
+def job_pruned(result: JobReturn) -> bool:
+    """Whether the job's trial was stopped by the pruner (its app returned PrunedTrial)."""
+    return result.status == JobStatus.COMPLETED and isinstance(result.return_value, PrunedTrial)
+
+
+def _save_atomically(config: Any, path: Path) -> None:
+    """Save a config so that another process sharing the sweep never reads half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    OmegaConf.save(config, tmp)
+    os.replace(tmp, path)
+
+
 def sqlite_path(storage: str | None) -> Path | None:
     """The file of a `sqlite:///PATH` storage URL (relative PATHs from the working directory);
     None for other storages."""
@@ -104,53 +129,45 @@ def failures_allowed(max_failure_rate: float, n_trials: int) -> int:
     return math.floor(max_failure_rate * n_trials + 1e-9)
 
 
-def open_study(storage: str | None, study_name: str | None, direction: str, sampler: Any) -> Any:
-    """The Optuna study `study_name` in `storage`, created when new; a SearchError naming the
-    storage and the fix when it cannot be read."""
+def open_study(
+    storage: str | None, study_name: str | None, direction: str, sampler: Any, pruner: Any = None
+) -> Any:
+    """The Optuna study `study_name` in `storage`, created when new (safely, while another
+    process may create it too); a SearchError naming hydra.sweeper.storage when it cannot be
+    opened."""
+    try:
+        return create_or_load_study(storage, study_name, direction, sampler, pruner)
+    except StorageError as e:
+        raise SearchError(str(e)) from e
+
+
+def build_pruner(config: Any) -> Any:
+    """The Optuna pruner `config` describes (None: none); a SearchError naming the key."""
+    if config is None:
+        return None
     import optuna
-    import sqlalchemy.exc
 
-    path = sqlite_path(storage)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(OPEN_ATTEMPTS):
-        try:
-            if path is not None:
-                storage_obj: Any = optuna.storages.RDBStorage(
-                    storage, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-                )
-            else:
-                storage_obj = storage
-            return optuna.create_study(
-                storage=storage_obj,
-                study_name=study_name,
-                direction=direction,
-                sampler=sampler,
-                load_if_exists=True,
-            )
-        except sqlalchemy.exc.OperationalError as e:
-            if attempt < OPEN_ATTEMPTS - 1:
-                time.sleep(1)  # another process creating the same tables, or writing
-                continue
-            raise _unreadable(storage, path, e) from e
-        except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as e:
-            raise _unreadable(storage, path, e) from e
-    raise AssertionError("unreachable")
-
-
-def _unreadable(storage: str | None, path: Path | None, error: Exception) -> SearchError:
-    where = f"{path}" if path is not None else f"storage {storage}"
-    fix = (
-        f"move {path} away (or delete it) to start a new study"
-        if path is not None
-        else "check the URL and the database server"
-    )
-    return SearchError(
-        f"{where} is not a readable Optuna study ({type(error).__name__}: "
-        f"{str(error).splitlines()[0]}). A study from Optuna 2 or 3 is upgraded with "
-        f"`optuna storage upgrade --storage {storage}`; otherwise {fix}, or point "
-        "hydra.sweeper.storage (or hydra.sweep.dir) elsewhere."
-    )
+    target = config.get("_target_") if hasattr(config, "get") else None
+    if not target:
+        raise SearchError(
+            f"hydra.sweeper.pruner={config}: an Optuna pruner with its _target_, e.g. "
+            "{_target_: optuna.pruners.MedianPruner}, or null for no pruning"
+        )
+    try:
+        pruner = instantiate(config)
+    except Exception as e:  # Hydra's InstantiationException wraps the import or type error
+        cause = str(e.__cause__ or e).strip().splitlines()[0]
+        raise SearchError(
+            f"hydra.sweeper.pruner._target_={target}: cannot build this pruner ({cause}); use "
+            "one of optuna.pruners (MedianPruner, SuccessiveHalvingPruner, HyperbandPruner, "
+            "PercentilePruner, ...) with its arguments, or hydra.sweeper.pruner=null"
+        ) from e
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+        raise SearchError(
+            f"hydra.sweeper.pruner._target_={target} is not an Optuna pruner (an "
+            "optuna.pruners.BasePruner); use e.g. optuna.pruners.MedianPruner"
+        )
+    return pruner
 
 
 class ResumableOptunaSweeper(Sweeper):
@@ -192,6 +209,12 @@ class ResumableOptunaSweeper(Sweeper):
         except ImportError as e:
             raise SearchError(f"hparams_search=optuna needs Optuna ({e}): {INSTALL}") from e
         check_storage(s.get("storage"))  # guards (issue 23): storage_check.py
+        if build_pruner(s.get("pruner")) is not None and not s.get("storage"):
+            raise SearchError(
+                "hydra.sweeper.pruner needs a study the trials can reach: set "
+                "hydra.sweeper.storage (a database URL or a journal file), or "
+                "hydra.sweeper.pruner=null"
+            )
 
     def _seed_sampler(self, study: Any, trial_number: int) -> None:
         """Give the study the configured sampler, seeded with seed + trial number when the
@@ -209,12 +232,14 @@ class ResumableOptunaSweeper(Sweeper):
         params = OmegaConf.to_container(s.get("params") or {}, resolve=True)
         space, fixed = parse_space(params, arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        sampler = instantiate(s["sampler"]) if s.get("sampler") else None
+        pruner = build_pruner(s.get("pruner"))
+        # Opened first: a storage that cannot be used leaves the sweep directory as it was.
+        study = open_study(s["storage"], s["study_name"], s["direction"], sampler, pruner)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         # The storage resolved, so that the report finds the study without Hydra's resolvers.
         resolved = {"hydra": {"sweeper": {"storage": s["storage"], "study_name": s["study_name"]}}}
-        OmegaConf.save(OmegaConf.merge(self.config, resolved), sweep_dir / SWEEP_CONFIG)
-        sampler = instantiate(s["sampler"]) if s.get("sampler") else None
-        study = open_study(s["storage"], s["study_name"], s["direction"], sampler)
+        _save_atomically(OmegaConf.merge(self.config, resolved), sweep_dir / SWEEP_CONFIG)
         counter = _Counter(study, s["n_trials"])
         if counter.stale or counter.finished():
             log.info(
@@ -229,12 +254,15 @@ class ResumableOptunaSweeper(Sweeper):
             while batch := self._ask_batch(study, counter, space, allowed):
                 overrides = [
                     [*fixed, *(as_override(k, v) for k, v in trial.params.items()),
-                     f"hydra.sweep.subdir={trial.number}"]
+                     f"hydra.sweep.subdir={trial.number}",
+                     f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
                     for trial in batch
                 ]  # fmt: skip
                 returns = self.launcher.launch(overrides, initial_job_idx=batch[0].number)
                 for trial, result in zip(batch, returns, strict=True):
-                    if job_failed(result):
+                    if job_pruned(result):
+                        study.tell(trial, state=TrialState.PRUNED)  # its last reported value
+                    elif job_failed(result):
                         study.tell(trial, state=TrialState.FAIL)
                     else:
                         study.tell(trial, float(result.return_value))
@@ -277,7 +305,7 @@ class ResumableOptunaSweeper(Sweeper):
             "best_params": best.params,
             "best_value": best.value,
         }
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / SEARCH_RESULTS_FILE)
+        _save_atomically(OmegaConf.create(results), sweep_dir / SEARCH_RESULTS_FILE)
         log.info("best trial %d: value %s, %s", best.number, best.value, best.params)
 
 
