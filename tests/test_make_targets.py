@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, make_folder
+from helpers import MAKE, REPO, make_folder
 
-STAMPS = [".venv/bin/.installed", ".venv/bin/.installed-search"]
 # Every run and sweep here: synthetic data, a few batches, one epoch, no progress bar.
 TINY = ("data.source=synthetic data.synthetic_train_size=256 data.synthetic_test_size=50 "
         "trainer.max_epochs=1 trainer.accelerator=cpu trainer.gradient_clip_val=1.0 "
@@ -33,16 +32,17 @@ NOT_RUN = {
     "test-fast": "a part of the suite itself",
     "sweep": "the training grid of make study, which runs here (the same GRID command)",
 }
-# beyond: tests/test_rows.py runs it on a throwaway row.
+# beyond: tests/test_rows.py runs it on a throwaway row; dashboard and bench-pruning:
+# tests/test_search_storage.py and tests/test_search_pruning.py.
 RUN = {"help", "lint", "study", "beyond", "report", "status", "search", "bench", "bench-grid",
        "bench-gpu", "bench-overhead", "bench-augment", "bench-cache-key", "tensorboard",
-       "clean"}  # fmt: skip
+       "clean", "dashboard", "bench-pruning"}  # fmt: skip
 
 
 def make(*args: str, cwd: Path = REPO, timeout: float = 600) -> str:
     """`make ARGS` in `cwd` (install stamps left alone); its output, which must end well."""
     assert shutil.which("make"), "make is needed to run the Makefile's targets"
-    command = ["make", "--no-print-directory", *(f for s in STAMPS for f in ("-o", s)), *args]
+    command = [*MAKE, *args]
     result = subprocess.run(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         timeout=timeout,
@@ -129,8 +129,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_tensorboard_serves_until_stopped():
     port = free_port()
-    command = ["make", "--no-print-directory", *(f for s in STAMPS for f in ("-o", s)),
-               "tensorboard", f"TB_PORT={port}"]  # fmt: skip
+    command = [*MAKE, "tensorboard", f"TB_PORT={port}"]
     proc = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own process group: make and tensorboard stop together

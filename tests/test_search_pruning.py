@@ -4,7 +4,6 @@ skipped when rerun; the report lists pruned trials and shows what mattered."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from cifar_cnn.core.record import RunRecord, read_record, write_record
 from cifar_cnn.core.runfiles import METRICS_FILE
 from cifar_cnn.report import write_sweep_report
 from cifar_cnn.training.run import train
-from helpers import FAST, REPO, clean_env, config, run_cli
+from helpers import FAST, MAKE, REPO, clean_env, config, run_cli
 
 optuna = pytest.importorskip("optuna")
 STUDY_NAME = "cifar_cnn_search"
@@ -96,7 +95,7 @@ def test_a_pruned_run_is_never_continued_when_its_directory_is_rerun(tmp_path):
 def test_the_pruning_benchmark_runs_in_quick_mode(tmp_path):
     output = tmp_path / "pruning.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/pruning.py", "--quick", "--output", str(output)],
+        [*MAKE, "bench-pruning", f"BENCH_ARGS=--quick --output {output}"],
         cwd=REPO, capture_output=True, text=True, timeout=900, env=clean_env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,8 +4,10 @@ processes; creating a study while another process creates it; storages that cann
 refused naming the key with nothing lost; the live dashboard over HTTP."""
 
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from cifar_cnn.core.study_storage import (
     load_study,
 )
 from cifar_cnn.search import dashboard_command
-from helpers import FAST, REPO, clean_env, run_cli
+from helpers import FAST, MAKE, REPO, clean_env, run_cli
 from hydra_plugins.cifar_cnn_search.resumable_optuna_sweeper import SearchError, open_study
 
 optuna = pytest.importorskip("optuna")
@@ -264,8 +266,9 @@ def test_the_dashboard_serves_a_finished_study_over_http(tmp_path):
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": sweeper}}))
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "cifar_cnn.search", "dashboard", str(sweep), "--port", str(port)],
+        [*MAKE, "dashboard", f"SEARCH_DIR={sweep}", f"DASHBOARD_PORT={port}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(),
+        start_new_session=True,  # its own process group: make and the server stop together
     )  # fmt: skip
     try:
         deadline, studies = time.time() + 120, None
@@ -282,7 +285,7 @@ def test_the_dashboard_serves_a_finished_study_over_http(tmp_path):
         ]  # fmt: skip
         assert trials[1]["intermediate_values"] == [{"step": 1, "value": 0.3}]
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert server.returncode is not None
 
