@@ -55,9 +55,14 @@ MAKE = ["make", "--no-print-directory", "-o", ".venv/bin/.installed", "-o",
 
 
 def run_cli(
-    args: list[str], cwd: Path = REPO, check: bool = True, module: str = "cifar_cnn.train"
+    args: list[str],
+    cwd: Path = REPO,
+    check: bool = True,
+    module: str = "cifar_cnn.train",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run `python -m MODULE ARGS`; its stdout and stderr together are in `.stdout`."""
+    """Run `python -m MODULE ARGS` (with the variables `env` added to a clean environment);
+    its stdout and stderr together are in `.stdout`."""
     result = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
@@ -65,7 +70,7 @@ def run_cli(
         stderr=subprocess.STDOUT,
         text=True,
         timeout=600,
-        env=clean_env(),
+        env=clean_env(**(env or {})),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}")

@@ -4,10 +4,7 @@ resumable, continuable and reported as if it held the key's default."""
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from cifar_cnn.core.errors import RunRefused
 from cifar_cnn.core.keys import NOT_GIVEN, lookup, resume_mismatches
 from cifar_cnn.core.record import RunRecord, read_record
 from cifar_cnn.training.run import train
-from helpers import FAST, REPO, config
+from helpers import FAST, REPO, config, run_cli
 
 
 def test_a_key_an_older_config_lacks_counts_as_its_absent_value():
@@ -75,32 +72,32 @@ def _copy_project(tmp_path: Path) -> Path:
     return copy
 
 
-def _cli(copy: Path, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m cifar_cnn.train ARGS` running the copy's code and configs."""
-    env = {**os.environ, "PYTHONPATH": str(copy)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "cifar_cnn.train", *args],
-        cwd=copy,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}")
-    return result
+def _cli(copy: Path, args: list[str], check: bool = True, module: str = "cifar_cnn.train"):
+    """`python -m MODULE ARGS` running the copy's code and configs."""
+    return run_cli(args, cwd=copy, check=check, module=module, env={"PYTHONPATH": str(copy)})
 
 
 NEW_KEY = '    Key("optimizer.maximize", "bool", "false", "the optimiser", absent=False),\n'
+# A row without a published number, using the new key, on the study's default row.
+NEW_ROW = """# @package _global_
+# A throwaway row: dropout 0.2, the new key set.
+defaults:
+  - /experiment/default
+  - _self_
+model:
+  dropout: 0.2
+optimizer:
+  maximize: false
+"""
 
 
 @pytest.mark.slow
 def test_the_add_a_key_recipe_keeps_earlier_sweeps_and_runs_going(tmp_path):
-    """docs/development.md's recipe, done to a copy of the project between two runs of the same
-    commands: the sweep started before the upgrade finishes after it, a single run continues
-    to more epochs, and the report reads both; without the table entry both are refused."""
+    """docs/development.md's recipes, done to a copy of the project between two runs of the same
+    commands: the sweep started before a key was added finishes after it, a single run
+    continues to more epochs, and the report reads both (without the table entry both are
+    refused); a new row without a published number, using the key, runs through a sweep and
+    the report's "Beyond the study" section."""
     copy = _copy_project(tmp_path)
     sweep, single = tmp_path / "sweep", tmp_path / "single"
     sweep_args = ["-m", *FAST, "trainer.max_epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep}"]
@@ -128,15 +125,19 @@ def test_the_add_a_key_recipe_keeps_earlier_sweeps_and_runs_going(tmp_path):
     assert "resuming from" in more.stdout
     assert read_record(single / "metrics.json", RunRecord).epochs == 2
 
-    report = subprocess.run(
-        [sys.executable, "-m", "cifar_cnn.report", str(sweep)],
-        cwd=copy,
-        env={**os.environ, "PYTHONPATH": str(copy)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert report.returncode == 0, report.stdout + report.stderr
+    _cli(copy, [str(sweep)], module="cifar_cnn.report")
     with open(sweep / "report" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["runs_finished"], r["seeds"]) for r in rows] == [("2", "0 1")]  # one row
+
+    (copy / "conf/experiment/beyond/zz_throwaway.yaml").write_text(NEW_ROW)
+    rows_sweep = tmp_path / "rows"
+    _cli(copy, ["-m", *FAST, "trainer.max_epochs=1", "experiment=default,beyond/zz_throwaway",
+                f"hydra.sweep.dir={rows_sweep}"])  # fmt: skip
+    _cli(copy, [str(rows_sweep)], module="cifar_cnn.report")
+    with open(rows_sweep / "report" / "results.csv") as f:
+        rows = {r["experiment"]: r for r in csv.DictReader(f)}
+    row = rows["beyond/zz_throwaway"]
+    assert row["section"] == "Beyond the study" and row["parent"] == "default"
+    assert row["published_recall"] == "" and row["runs_finished"] == "1"
+    assert "A throwaway row" in (rows_sweep / "report" / "results.md").read_text()
