@@ -94,6 +94,31 @@ def search_budget(search_dir: Path) -> list[str]:
     return [f"trainer.max_epochs={epochs}", f"data.val_size={val_size}"]
 
 
+def check_budget(
+    search_dir: Path, epochs: int | None, val_size: int | None, overrides: Sequence[str]
+) -> None:
+    """Refuse to go on with a search at another budget than its trials had: trials of
+    different epochs or validation splits are not comparable (and the retraining would
+    follow the first). A new search directory has nothing to compare with."""
+    if not (search_dir / SWEEP_CONFIG).is_file():
+        return
+    saved = dict(item.split("=", 1) for item in search_budget(search_dir))
+    asked = {"trainer.max_epochs": epochs, "data.val_size": val_size}
+    flags = {"trainer.max_epochs": "--epochs", "data.val_size": "--val-size"}
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key in asked and asked[key] is None:
+            asked[key] = value
+    for key, value in asked.items():
+        if value is not None and str(value) != saved[key]:
+            raise UserError(
+                f"{search_dir} is a search whose trials trained with {key}={saved[key]}; "
+                f"going on with {key}={value} ({flags[key]}) would rank trials of different "
+                f"budgets together. Rerun with {flags[key]} {saved[key]} (or without it), or "
+                "start a new search in another directory"
+            )
+
+
 def retrain_commands(
     search_dir: Path, seeds: str, jobs: int | None, overrides: Sequence[str]
 ) -> list[list[str]]:
@@ -135,6 +160,7 @@ def run(
 
     A failed search still gets its report (it lists the failed trials)."""
     print(f"search directory: {search_dir}", flush=True)
+    check_budget(search_dir, epochs, val_size, overrides)
     status = train(search_command(search_dir, trials, epochs, val_size, jobs, overrides))
     if status == 0:
         for command in retrain_commands(search_dir, seeds, jobs, overrides):

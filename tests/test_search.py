@@ -589,3 +589,27 @@ def test_the_search_app_searches_retrains_and_reports_and_a_rerun_continues(tmp_
     rerun = run_cli(args, module="cifar_cnn.search")  # nothing left to do: all is skipped
     assert "2 of 2 trials finished" in rerun.stdout and rerun.stdout.count("skipping it") == 2
     assert len(_study(sweep)) == 2
+
+
+def test_a_search_goes_on_only_at_the_budget_its_trials_had(tmp_path, monkeypatch):
+    """`search run DIR` on a search begun at other epochs or another validation split is
+    refused before a trial runs: the study would rank trials of different budgets together."""
+    import cifar_cnn.search as search_app
+
+    sweep = tmp_path / "search"
+    sweep.mkdir()
+    budget = {"trainer": {"max_epochs": 1}, "data": {"val_size": 100}}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(budget))
+    started: list[list[str]] = []
+    monkeypatch.setattr(search_app, "train", lambda args: started.append(args) or 1)
+    for args, message in [
+        (["--epochs", "2"], r"max_epochs=1; going on with trainer.max_epochs=2 \(--epochs\)"),
+        (["--val-size", "50"], "data.val_size=100; going on with data.val_size=50"),
+        (["--", "trainer.max_epochs=3"], "going on with trainer.max_epochs=3"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            main(["run", str(sweep), *args])
+    assert not started
+    with pytest.raises(SystemExit):  # the same budget goes on (the stubbed search fails)
+        main(["run", str(sweep), "--epochs", "1"])
+    assert len(started) == 1
