@@ -5,10 +5,13 @@ and other values named before they reach torch or Lightning."""
 import errno
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +23,7 @@ from cifar_cnn.training import run as run_module
 from cifar_cnn.training.checkpoint import read_checkpoint
 from cifar_cnn.training.config_checks import validate_config
 from cifar_cnn.training.run import train
-from helpers import FAST, REPO, config
+from helpers import FAST, REPO, clean_env, config
 
 ONE_EPOCH = [*FAST, "trainer.max_epochs=1"]
 
@@ -176,7 +179,7 @@ def test_ctrl_c_twice_stops_like_once_without_a_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_file_size_limit_after_training_is_named_with_the_results(tmp_path):
+def test_a_file_size_limit_after_training_is_named_with_the_results():
     """The issue's case: `ulimit -f 4` with logger=csv; neither the checkpoint nor metrics.json
     fits, and the message says so, with the numbers (also kept in failed.json)."""
     import resource
@@ -189,17 +192,23 @@ def test_a_file_size_limit_after_training_is_named_with_the_results(tmp_path):
         "trainer.max_epochs=1",
         "logger=csv",
         "checkpoint_every_n_epochs=5",
-        f"hydra.run.dir={tmp_path}",
     ]  # fmt: skip (few enough that .hydra/ still fits in 4 KiB)
-    result = subprocess.run(
-        [sys.executable, "-m", "cifar_cnn.train", *args], cwd=REPO, preexec_fn=limit,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
-    )  # fmt: skip
+    # A short run directory: .hydra/hydra.yaml names it three times and must fit in 4 KiB.
+    tmp_path = Path(tempfile.mkdtemp(prefix="fsz", dir="/tmp"))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "cifar_cnn.train", *args, f"hydra.run.dir={tmp_path}"],
+            cwd=REPO, preexec_fn=limit, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=600, env=clean_env(),
+        )  # fmt: skip
+        failed = json.loads((tmp_path / "failed.json").read_text())
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
     message = r"training finished \(test recall 0\.\d+, accuracy .* after 1 epochs\), but .*"
     message += r"metrics.json could not be written \(File too large\)"
     assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
     assert re.search(message, result.stdout)
-    assert "test recall" in json.loads((tmp_path / "failed.json").read_text())["error"]
+    assert "test recall" in failed["error"]
 
 
 @pytest.mark.slow

@@ -130,13 +130,14 @@ def test_a_report_that_cannot_be_written_says_so_and_keeps_the_previous_one(tmp_
         (["-m", "hydra.sweep.dir={file}/sweep"], "{file} is a file, not a folder"),
         (
             ["-m", "hparams_search=optuna", "hydra.sweep.dir={dir}",
-             "hydra.sweeper.storage=postgresql://nohost/db"],
-            "hydra.sweeper.storage=postgresql://nohost/db needs its database driver",
+             "hydra.sweeper.storage=postgresql+pg8000://nohost/db"],
+            "hydra.sweeper.storage=postgresql+pg8000://nohost/db: the database driver is not "
+            "installed (no module pg8000)",
         ),
         (
             ["-m", "hparams_search=optuna", "hydra.sweep.dir={dir}",
              "hydra.sweeper.storage=sqlite:///{file}/optuna.db"],
-            "{file} is a file, so the study's folder {file} cannot be made",
+            "hydra.sweeper.storage=sqlite:///{file}/optuna.db: cannot make the folder {file}",
         ),
     ],
 )  # fmt: skip

@@ -28,7 +28,7 @@ from cifar_cnn.core.experiments import (
 from cifar_cnn.core.published import BEST, BY_NAME, PUBLISHED
 from cifar_cnn.core.record import AtBestVal, RunRecord, read_record, write_record
 from cifar_cnn.report import write_sweep_report
-from helpers import FAST, REPO, fake_record
+from helpers import FAST, REPO, clean_env, fake_record
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROW = """# @package _global_
@@ -246,6 +246,7 @@ def test_a_new_row_runs_through_make_beyond_and_the_report(tmp_path):
     `make beyond`: make itself, in a folder that holds the copy, the venv's python a stub."""
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
+    shutil.rmtree(conf / "experiment/beyond")  # the shipped rows: only the throwaway one runs
     write(conf, {"experiment/beyond/zz_test.yaml": ROW})
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     python = write(tmp_path / ".venv/bin", {"python": f'#!/bin/sh\nexec {sys.executable} "$@"\n'})
@@ -256,10 +257,9 @@ def test_a_new_row_runs_through_make_beyond_and_the_report(tmp_path):
             f"--config-path={conf}"]  # fmt: skip
     command = ["make", "--no-print-directory", "-f", str(REPO / "Makefile"), "beyond",
                "SEEDS=0,1", f"SWEEP_DIR={sweep}", f"ARGS={' '.join(args)}"]  # fmt: skip
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
+    env = clean_env(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )

@@ -60,7 +60,6 @@ from cifar_cnn.core.study_storage import (
     create_or_load_study,
 )
 from hydra_plugins.cifar_cnn_search.space import as_override, parse_space, suggest
-from hydra_plugins.cifar_cnn_search.storage_check import check_storage
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +207,6 @@ class ResumableOptunaSweeper(Sweeper):
             import optuna  # noqa: F401
         except ImportError as e:
             raise SearchError(f"hparams_search=optuna needs Optuna ({e}): {INSTALL}") from e
-        check_storage(s.get("storage"))  # guards (issue 23): storage_check.py
         if build_pruner(s.get("pruner")) is not None and not s.get("storage"):
             raise SearchError(
                 "hydra.sweeper.pruner needs a study the trials can reach: set "
