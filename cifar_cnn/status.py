@@ -22,7 +22,7 @@ from cifar_cnn.analysis.runs import DEFAULT_SWEEPS_ROOT, REPORT_DIR, find_run_di
 from cifar_cnn.analysis.status import read_jobs, sweep_estimate, sweep_width
 from cifar_cnn.analysis.trials import RETRAIN_DIR, is_search
 from cifar_cnn.core.errors import UserError
-from cifar_cnn.core.keys import run_name
+from cifar_cnn.core.keys import is_int, run_name
 from cifar_cnn.core.runfiles import SWEEP_CONFIG
 
 # As cifar_cnn.app finds conf/ (that module imports the training code): inside the package in
@@ -100,16 +100,13 @@ def sweep_lines(sweep_dir: Path) -> list[str]:
     if expected is None and (sweep_dir / SWEEP_CONFIG).is_file():
         lines.append(f"  (jobs not started are not listed: {SWEEP_CONFIG} could not be expanded)")
     epochs = ((config.get("trainer") or {}).get("max_epochs")) if config else None
-    lines.append(f"whole sweep: {sweep_estimate(jobs, sweep_width(config), _int_or_none(epochs))}")
+    estimate = sweep_estimate(jobs, sweep_width(config), epochs if is_int(epochs) else None)
+    lines.append(f"whole sweep: {estimate}")
     retrain = sweep_dir / RETRAIN_DIR
     if search and retrain.is_dir():
         for sub in sorted(p for p in retrain.iterdir() if (p / SWEEP_CONFIG).is_file()):
             lines += ["", *sweep_lines(sub)]
     return lines
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
